@@ -1,0 +1,241 @@
+"""Checkpoints: a directory with `model.safetensors`, `vocab.json` and `card.json`.
+
+Never pickle: weights are safetensors (a JSON header and raw tensor bytes, no code),
+everything else is JSON. Loading verifies the card, the sha256 of every file the card
+names, and that the tensors fit the model the card describes; anything off raises
+CheckpointError with a message that names the file and what is wrong.
+
+Files are written to temporary names and renamed into place, the card last: an
+interrupted save leaves the previous checkpoint, never a half-written file. (Between the
+renames the card still names the old weights' sha256, so a reader refuses the pair
+rather than loading a mix.)"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .config import ModelConfig, TrainConfig
+from .errors import CheckpointError
+from .models import Seq2Seq, build_model, count_params
+from .vocab import Vocab
+
+FORMAT_VERSION = 1
+WEIGHTS, CARD, VOCAB = "model.safetensors", "card.json", "vocab.json"
+REQUIRED_CARD_FIELDS = ("format_version", "name", "task", "arch", "config", "params",
+                        "teacher_forcing", "metrics", "history", "provenance", "files",
+                        "tokenizers")
+REQUIRED_PROVENANCE = ("device", "device_name", "torch_version", "git_commit", "trained_at",
+                       "wall_seconds", "seed", "data")
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: Path, obj) -> None:
+    _atomic_write_bytes(Path(path), (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode())
+
+
+def unique_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """state_dict without the second name of tied tensors (safetensors refuses shared memory)."""
+    out, seen = {}, set()
+    for name, tensor in model.state_dict().items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if key in seen:
+            continue
+        seen.add(key)
+        out[name] = tensor
+    return out
+
+
+def save_weights(model: torch.nn.Module, path: Path, dtype: torch.dtype = torch.float32) -> None:
+    tensors = {k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
+               for k, v in unique_state_dict(model).items()}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, path)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parent, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def device_provenance(device: torch.device) -> dict:
+    if device.type == "cuda":
+        return {"device": "cuda", "device_name": torch.cuda.get_device_name(device)}
+    import platform
+    return {"device": "cpu", "device_name": platform.processor() or platform.machine() or "cpu",
+            "cpu_threads": torch.get_num_threads()}
+
+
+def save_checkpoint(out_dir: str | os.PathLike, model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab,
+                    card: dict, half: bool = False) -> dict:
+    """Write weights, vocabularies and card into `out_dir`; returns the card written.
+
+    `card` holds the descriptive fields (name, task, metrics, history, provenance, ...);
+    format, config, params and file hashes are filled in here."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_weights(model, out / WEIGHTS, torch.float16 if half else torch.float32)
+    atomic_write_json(out / VOCAB, {"src": src_vocab.to_list(), "tgt": tgt_vocab.to_list()})
+    card = dict(card)
+    card.update({
+        "format_version": FORMAT_VERSION,
+        "arch": model.cfg.arch,
+        "config": model.cfg.to_dict(),
+        "params": count_params(model),
+        "weights_dtype": "float16" if half else "float32",
+        "files": {WEIGHTS: {"sha256": sha256_file(out / WEIGHTS), "bytes": (out / WEIGHTS).stat().st_size},
+                  VOCAB: {"sha256": sha256_file(out / VOCAB), "bytes": (out / VOCAB).stat().st_size}},
+    })
+    card["weights_sha256"] = card["files"][WEIGHTS]["sha256"]
+    atomic_write_json(out / CARD, card)
+    return card
+
+
+@dataclass
+class LoadedCheckpoint:
+    path: Path
+    card: dict
+    model: Seq2Seq
+    src_vocab: Vocab
+    tgt_vocab: Vocab
+
+    @property
+    def name(self) -> str:
+        return self.card["name"]
+
+    @property
+    def task(self) -> str:
+        return self.card["task"]
+
+    @property
+    def train_config(self) -> TrainConfig | None:
+        tc = self.card.get("train_config")
+        return TrainConfig.from_dict(tc) if tc else None
+
+
+def read_card(ckpt_dir: str | os.PathLike) -> dict:
+    """Parse and validate card.json alone (cheap: no weights read)."""
+    d = Path(ckpt_dir)
+    card_path = d / CARD
+    if not d.is_dir():
+        raise CheckpointError(f"{d}: checkpoint directory not found")
+    if not card_path.is_file():
+        raise CheckpointError(f"{card_path}: missing (a checkpoint directory needs {CARD}, "
+                              f"{WEIGHTS} and {VOCAB})")
+    try:
+        card = json.loads(card_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{card_path}: not valid JSON ({e}); the file is corrupt or truncated") from e
+    if not isinstance(card, dict):
+        raise CheckpointError(f"{card_path}: expected a JSON object")
+    version = card.get("format_version")
+    if not isinstance(version, int):
+        raise CheckpointError(f"{card_path}: no integer format_version")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{card_path}: format_version {version} is newer than this code "
+                              f"reads ({FORMAT_VERSION}); update attention-lab")
+    missing = [k for k in REQUIRED_CARD_FIELDS if k not in card]
+    if missing:
+        raise CheckpointError(f"{card_path}: missing fields {missing}")
+    prov_missing = [k for k in REQUIRED_PROVENANCE if k not in card["provenance"]]
+    if prov_missing:
+        raise CheckpointError(f"{card_path}: provenance lacks {prov_missing}")
+    for fname in (WEIGHTS, VOCAB):
+        if not isinstance(card["files"].get(fname, {}).get("sha256"), str):
+            raise CheckpointError(f"{card_path}: no sha256 recorded for {fname}")
+    try:
+        ModelConfig.from_dict(card["config"])
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{card_path}: config cannot build a model: {e}") from e
+    return card
+
+
+def _verified(path: Path, card: dict) -> Path:
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing")
+    expected = card["files"][path.name]
+    size = path.stat().st_size
+    if "bytes" in expected and size != expected["bytes"]:
+        raise CheckpointError(f"{path}: {size} bytes, the card records {expected['bytes']}: "
+                              f"the file is truncated or was replaced")
+    if sha256_file(path) != expected["sha256"]:
+        raise CheckpointError(f"{path}: sha256 does not match the card: the file is corrupt, "
+                              f"tampered with, or belongs to another checkpoint")
+    return path
+
+
+def load_checkpoint(ckpt_dir: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Verify and load a checkpoint directory; the model comes back in eval mode, float32."""
+    d = Path(ckpt_dir)
+    card = read_card(d)
+    cfg = ModelConfig.from_dict(card["config"])
+    vocab_path = _verified(d / VOCAB, card)
+    try:
+        vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
+        src_vocab, tgt_vocab = Vocab(vocab["src"]), Vocab(vocab["tgt"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{vocab_path}: not a valid vocabulary file ({e})") from e
+    if (len(src_vocab), len(tgt_vocab)) != (cfg.src_vocab_size, cfg.tgt_vocab_size):
+        raise CheckpointError(f"{vocab_path}: vocabulary sizes {len(src_vocab)}/{len(tgt_vocab)} "
+                              f"do not match the card's config {cfg.src_vocab_size}/{cfg.tgt_vocab_size}")
+    weights_path = _verified(d / WEIGHTS, card)
+    model = build_model(cfg)
+    try:
+        tensors = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{weights_path}: not a readable safetensors file ({e})") from e
+    expected = unique_state_dict(model)
+    if set(tensors) != set(expected):
+        raise CheckpointError(f"{weights_path}: tensors do not match a {cfg.arch} model: "
+                              f"missing {sorted(set(expected) - set(tensors))[:5]}, "
+                              f"unexpected {sorted(set(tensors) - set(expected))[:5]}")
+    for name, t in tensors.items():
+        if tuple(t.shape) != tuple(expected[name].shape):
+            raise CheckpointError(f"{weights_path}: tensor {name} has shape {tuple(t.shape)}, "
+                                  f"the card's config needs {tuple(expected[name].shape)}")
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"{weights_path}: tensor {name} holds NaN or infinity")
+    with torch.no_grad():
+        for name, t in tensors.items():
+            expected[name].copy_(t)      # casts float16 storage to the model's float32
+    model.to(device).eval()
+    return LoadedCheckpoint(d, card, model, src_vocab, tgt_vocab)
+
+
+def list_checkpoints(root: str | os.PathLike, task: str | None = None) -> list[Path]:
+    """Checkpoint directories (those with a card.json) under `root`, sorted by name."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    out = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir() and (p / CARD).is_file()):
+        if task is None or d.name.startswith(f"{task}-"):
+            out.append(d)
+    return out

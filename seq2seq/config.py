@@ -1,0 +1,104 @@
+"""Configuration dataclasses: everything needed to rebuild a model or rerun training.
+
+They are plain dataclasses so they round-trip through the checkpoint card (JSON).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+ARCHS = ("lstm", "gru", "bahdanau", "luong")
+TASKS = ("translate", "reverse")
+
+
+def _from_dict(cls, data: dict):
+    """Build a dataclass from a dict, refusing unknown keys (a newer card) loudly."""
+    names = {f.name for f in fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields: {sorted(unknown)}")
+    return cls(**data)
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "bahdanau"
+    src_vocab_size: int = 0
+    tgt_vocab_size: int = 0
+    emb_dim: int = 256
+    hidden_dim: int = 512
+    n_layers: int = 1           # encoder and decoder layers (lstm uses 2 by default)
+    dropout: float = 0.3
+    attn_dim: int = 256          # additive-attention projection size (bahdanau)
+    tie_embeddings: bool = False  # output projection shares the target embedding matrix
+    pad_id: int = 0
+    max_src_len: int = 100       # longer inputs are truncated (and the caller is told)
+    max_out_len: int = 100       # decoding stops here if <eos> never comes
+
+    def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+
+    @property
+    def has_attention(self) -> bool:
+        return self.arch in ("bahdanau", "luong")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        return _from_dict(cls, data)
+
+
+@dataclass
+class TeacherForcingConfig:
+    """Teacher-forcing policy. See seq2seq.schedules for the formulas."""
+    kind: str = "constant"       # constant | linear | exponential | inverse_sigmoid
+    ratio: float = 1.0           # constant: probability of feeding the gold token
+    k: float = 1.0               # linear: start value; exponential: base; inverse_sigmoid: k
+    c: float = 0.0               # linear: decrease per training batch
+    eps_min: float = 0.0         # linear: floor
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TeacherForcingConfig":
+        return _from_dict(cls, data)
+
+
+@dataclass
+class TrainConfig:
+    task: str = "translate"
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    clip: float = 1.0
+    label_smoothing: float = 0.0
+    patience: int = 3             # early stopping: epochs without validation improvement
+    seed: int = 1234
+    min_freq: int = 2             # vocabulary cut (translation)
+    # reversal task
+    reverse_min_len: int = 1
+    reverse_max_len: int = 20
+    reverse_train_size: int = 20000   # fresh sequences per epoch
+    reverse_val_size: int = 1000
+    max_minutes: float = 0.0      # stop after this much wall time (0: no limit)
+    eval_beam: int = 1            # decoding used for the validation metric
+    amp: bool = True              # mixed precision (bf16) when on CUDA
+    half_weights: bool = False    # store weights as float16 in model.safetensors
+    teacher_forcing: TeacherForcingConfig = field(default_factory=TeacherForcingConfig)
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {self.task!r}")
+        if isinstance(self.teacher_forcing, dict):
+            self.teacher_forcing = TeacherForcingConfig.from_dict(self.teacher_forcing)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        return _from_dict(cls, data)

@@ -1,0 +1,215 @@
+"""Greedy and beam search, batched. Every hypothesis carries its per-step attention and
+top-k candidates, which is what the app draws.
+
+Beam search ranks hypotheses by length-normalized log-probability,
+score = log P(y) / len(y)**alpha, at every step and at the end. A finished hypothesis
+stays in its beam with its score frozen. With width 1 the ranking reduces to the argmax
+of the next-token distribution, so beam width 1 returns exactly the greedy result."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .models import Seq2Seq, reorder_state
+from .vocab import EOS_ID, PAD_ID, SOS_ID
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]                 # output ids, without <eos>
+    log_prob: float                   # sum of the step log-probabilities (with <eos>)
+    score: float                      # log_prob / n_steps**alpha
+    finished: bool                    # True when the model ended with <eos>
+    step_tokens: list[int]            # chosen id at each step: tokens (+ EOS_ID if finished)
+    step_probs: list[float]           # probability of the chosen id at each step
+    topk_ids: list[list[int]]         # per step, the k most likely ids ...
+    topk_probs: list[list[float]]     # ... and their probabilities
+    attention: np.ndarray | None      # [n_steps, S] over the real source tokens; None without attention
+    beam_tree: list[dict] | None = field(default=None, repr=False)  # per step: the beams kept
+
+
+def _source_lengths(src_lens) -> list[int]:
+    return [int(n) for n in src_lens]
+
+
+def _prefix_tensor(prefix, batch: int, device):
+    """Per-sequence forced prefixes -> ids [B, P] and lengths [B] (or None)."""
+    if not prefix or not any(prefix):
+        return None, None
+    lens = torch.tensor([len(p) for p in prefix], device=device)
+    ids = torch.full((batch, int(lens.max())), PAD_ID, dtype=torch.long, device=device)
+    for i, p in enumerate(prefix):
+        if p:
+            ids[i, : len(p)] = torch.tensor(p, dtype=torch.long, device=device)
+    return ids, lens
+
+
+@torch.inference_mode()
+def greedy_decode(model: Seq2Seq, src, src_lens, max_len: int | None = None, topk: int = 5,
+                  prefix: list[list[int]] | None = None) -> list[Hypothesis]:
+    """Argmax at every step for a batch. src [B, S], src_lens [B].
+
+    prefix: per sequence, ids forced as the first outputs (the model's probabilities for
+    them are still recorded)."""
+    device = src.device
+    batch = src.size(0)
+    max_len = max_len or model.cfg.max_out_len
+    memory, state = model.encode(src, src_lens)
+    forced, forced_lens = _prefix_tensor(prefix, batch, device)
+    prev = torch.full((batch,), SOS_ID, dtype=torch.long, device=device)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    rec_tok, rec_prob, rec_topi, rec_topp, rec_attn, rec_live = [], [], [], [], [], []
+    k = min(topk, model.cfg.tgt_vocab_size)
+    for t in range(max_len):
+        logits, state, attn = model.decode_step(prev, state, memory)
+        logp = F.log_softmax(logits.float(), -1)                       # [B, V]
+        chosen = logp.argmax(-1)                                       # [B]
+        if forced is not None and t < forced.size(1):
+            chosen = torch.where(t < forced_lens, forced[:, t], chosen)
+        top_p, top_i = logp.topk(k, -1)                                # [B, k]
+        rec_tok.append(chosen)
+        rec_prob.append(logp.gather(1, chosen[:, None]).squeeze(1))
+        rec_topi.append(top_i)
+        rec_topp.append(top_p)
+        rec_live.append(~done)
+        if attn is not None:
+            rec_attn.append(attn)
+        done = done | (chosen == EOS_ID)
+        prev = chosen.masked_fill(done, PAD_ID)
+        if bool(done.all()):
+            break
+    # one transfer at the end instead of a sync per step
+    toks = torch.stack(rec_tok, 1).cpu()                               # [B, T]
+    logps = torch.stack(rec_prob, 1).cpu()                             # [B, T]
+    topi = torch.stack(rec_topi, 1).cpu()                              # [B, T, k]
+    topp = torch.stack(rec_topp, 1).exp().cpu()
+    live = torch.stack(rec_live, 1).cpu()                              # [B, T]
+    attn_all = torch.stack(rec_attn, 1).float().cpu().numpy() if rec_attn else None  # [B, T, S]
+    hyps = []
+    for b, src_len in enumerate(_source_lengths(src_lens)):
+        n = int(live[b].sum())
+        steps = toks[b, :n].tolist()
+        finished = bool(n and steps[-1] == EOS_ID)
+        lp = float(logps[b, :n].sum())
+        hyps.append(Hypothesis(
+            tokens=steps[:-1] if finished else steps, log_prob=lp, score=lp / max(n, 1),
+            finished=finished, step_tokens=steps, step_probs=logps[b, :n].exp().tolist(),
+            topk_ids=topi[b, :n].tolist(), topk_probs=topp[b, :n].tolist(),
+            attention=None if attn_all is None else attn_all[b, :n, :src_len]))
+    return hyps
+
+
+@torch.inference_mode()
+def beam_search(model: Seq2Seq, src, src_lens, beam: int = 5, max_len: int | None = None,
+                topk: int = 5, alpha: float = 1.0, prefix: list[list[int]] | None = None,
+                return_tree: bool = False) -> list[Hypothesis]:
+    """Batched beam search with length normalization (see the module docstring)."""
+    if beam < 1:
+        raise ValueError("beam width must be at least 1")
+    device = src.device
+    batch, K = src.size(0), beam
+    V = model.cfg.tgt_vocab_size
+    max_len = max_len or model.cfg.max_out_len
+    memory, state = model.encode(src, src_lens)
+    expand = torch.arange(batch, device=device).repeat_interleave(K)   # [B*K]
+    memory, state = memory.index_select(expand), reorder_state(state, expand)
+    forced, forced_lens = _prefix_tensor(prefix, batch, device)
+
+    scores = torch.full((batch, K), float("-inf"), device=device)
+    scores[:, 0] = 0.0                                  # only the first beam is alive at start
+    lengths = torch.zeros(batch, K, device=device)
+    finished = torch.zeros(batch, K, dtype=torch.bool, device=device)
+    prev = torch.full((batch * K,), SOS_ID, dtype=torch.long, device=device)
+    k = min(topk, V)
+    # a finished beam may only be extended by <pad> at no cost: its score stays frozen
+    frozen = torch.full((V,), float("-inf"), device=device)
+    frozen[PAD_ID] = 0.0
+    hist_tok, hist_parent, hist_prob, hist_topi, hist_topp, hist_attn, hist_score, hist_fin = \
+        [], [], [], [], [], [], [], []
+    batch_base = (torch.arange(batch, device=device) * K).unsqueeze(1)   # [B, 1]
+    for t in range(max_len):
+        logits, state, attn = model.decode_step(prev, state, memory)
+        logp = F.log_softmax(logits.float(), -1).view(batch, K, V)      # [B, K, V]
+        top_p, top_i = logp.topk(k, -1)                                  # [B, K, k] (before freezing)
+        if forced is not None and t < forced.size(1):
+            only = torch.full_like(logp, float("-inf"))
+            only.scatter_(2, forced[:, t].view(batch, 1, 1).expand(batch, K, 1),
+                          logp.gather(2, forced[:, t].view(batch, 1, 1).expand(batch, K, 1)))
+            logp = torch.where((t < forced_lens).view(batch, 1, 1), only, logp)
+        step_logp = torch.where(finished.unsqueeze(-1), frozen, logp)   # [B, K, V]
+        cand = scores.unsqueeze(-1) + step_logp                          # [B, K, V]
+        new_len = (lengths + (~finished).float()).clamp(min=1)           # [B, K]
+        norm = cand / new_len.unsqueeze(-1) ** alpha
+        best, flat = norm.view(batch, K * V).topk(K, -1)                 # [B, K]
+        parent, token = flat // V, flat % V                              # [B, K]
+        scores = cand.view(batch, K * V).gather(1, flat)
+        lengths = new_len.gather(1, parent)
+        was_finished = finished.gather(1, parent)
+        finished = was_finished | (token == EOS_ID)
+        rows = (batch_base + parent).view(-1)                            # [B*K] flat parent rows
+        hist_tok.append(token)
+        hist_parent.append(parent)
+        hist_prob.append(logp.view(batch * K, V)[rows, token.view(-1)].view(batch, K))
+        hist_topi.append(top_i)
+        hist_topp.append(top_p)
+        hist_score.append(best)
+        hist_fin.append(was_finished)
+        if attn is not None:
+            hist_attn.append(attn.view(batch, K, -1))
+        state = reorder_state(state, rows)
+        prev = token.view(-1).masked_fill(was_finished.view(-1), PAD_ID)
+        if bool(finished.all()):
+            break
+
+    final = scores / lengths.clamp(min=1) ** alpha                       # [B, K]
+    winner = final.argmax(-1)                                            # [B]
+    T = len(hist_tok)
+    tok = torch.stack(hist_tok, 1).cpu()          # [B, T, K]
+    par = torch.stack(hist_parent, 1).cpu()
+    prob = torch.stack(hist_prob, 1).cpu()
+    fin = torch.stack(hist_fin, 1).cpu()          # beam was already finished before step t
+    topi = torch.stack(hist_topi, 1).cpu()        # [B, T, K, k]
+    topp = torch.stack(hist_topp, 1).exp().cpu()
+    att = torch.stack(hist_attn, 1).float().cpu().numpy() if hist_attn else None  # [B, T, K, S]
+    sc = torch.stack(hist_score, 1).cpu()
+    scores_c, lengths_c, final_c, winner_c = scores.cpu(), lengths.cpu(), final.cpu(), winner.cpu()
+
+    hyps = []
+    for b, src_len in enumerate(_source_lengths(src_lens)):
+        j = int(winner_c[b])
+        path = []                                                        # (t, chosen beam, parent beam)
+        for t in range(T - 1, -1, -1):
+            p = int(par[b, t, j])
+            path.append((t, j, p))
+            j = p
+        path.reverse()
+        path = [(t, j, p) for t, j, p in path if not fin[b, t, j]]       # drop frozen <pad> steps
+        steps = [int(tok[b, t, j]) for t, j, p in path]
+        done = bool(steps and steps[-1] == EOS_ID)
+        tree = None
+        if return_tree:
+            tree = [{"tokens": tok[b, t].tolist(), "parents": par[b, t].tolist(),
+                     "scores": sc[b, t].tolist(), "finished": fin[b, t].tolist()} for t in range(T)]
+        hyps.append(Hypothesis(
+            tokens=steps[:-1] if done else steps,
+            log_prob=float(scores_c[b, winner_c[b]]), score=float(final_c[b, winner_c[b]]),
+            finished=done, step_tokens=steps,
+            step_probs=[float(prob[b, t, j].exp()) for t, j, p in path],
+            topk_ids=[topi[b, t, p].tolist() for t, j, p in path],
+            topk_probs=[topp[b, t, p].tolist() for t, j, p in path],
+            attention=None if att is None else np.stack([att[b, t, p, :src_len] for t, j, p in path])
+            if path else np.zeros((0, src_len), dtype=np.float32),
+            beam_tree=tree))
+    return hyps
+
+
+def decode(model: Seq2Seq, src, src_lens, beam: int = 1, **kw) -> list[Hypothesis]:
+    """Greedy for width 1 (faster, same result), beam search otherwise."""
+    if beam == 1 and not kw.get("return_tree"):
+        kw.pop("alpha", None)
+        kw.pop("return_tree", None)
+        return greedy_decode(model, src, src_lens, **kw)
+    return beam_search(model, src, src_lens, beam=beam, **kw)

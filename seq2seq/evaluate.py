@@ -1,0 +1,196 @@
+"""Evaluation: loss and perplexity, corpus BLEU in two forms, and the reversal task's
+exact match and edit distance by length.
+
+    python -m seq2seq.evaluate CHECKPOINT [--data-dir DIR] [--split val|test2016] [--beam K] [--json]
+    python -m seq2seq.evaluate checkpoints/reverse-bahdanau [--lengths 1-30] [--json]
+
+BLEU forms:
+  bleu       the form the PyTorch seq2seq tutorials report: lowercased spaCy tokens joined
+             by spaces, sacrebleu with tokenize="none";
+  sacrebleu  standard sacreBLEU (13a, case-sensitive) on detokenized output (first letter
+             capitalized) against the raw reference sentences.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from .data import PairDataset, collate, generate_reversal, tokenized_multi30k
+from .decoding import decode
+from .errors import Seq2SeqError
+from .models import Seq2Seq
+from .text import REVERSE_ALPHABET, detokenize, truecase_first
+from .vocab import PAD_ID, Vocab
+
+
+@torch.inference_mode()
+def teacher_forced_loss(model: Seq2Seq, dataset: PairDataset, device, batch_size: int = 256,
+                        amp: bool = False) -> float:
+    """Mean cross-entropy per target token with gold inputs (no label smoothing)."""
+    model.eval()
+    total, tokens = 0.0, 0
+    for batch in dataset.batches(batch_size):
+        batch = batch.to(device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda"):
+            logits = model(batch.src, batch.src_lens, batch.tgt, teacher_forcing=1.0)  # [B, T-1, V]
+        gold = batch.tgt[:, 1:]
+        total += float(F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), gold.reshape(-1),
+                                       ignore_index=PAD_ID, reduction="sum"))
+        tokens += int((gold != PAD_ID).sum())
+    return total / max(tokens, 1)
+
+
+def ppl(loss: float) -> float:
+    return math.exp(min(loss, 50.0))
+
+
+@torch.inference_mode()
+def decode_corpus(model: Seq2Seq, sources: list[list[int]], device, beam: int = 1,
+                  batch_size: int = 128, alpha: float = 1.0, max_len: int | None = None) -> list[list[int]]:
+    """Output ids (no <eos>) for every source, in input order; batches sorted by length."""
+    model.eval()
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    out: list[list[int] | None] = [None] * len(sources)
+    bs = max(1, batch_size // beam)
+    for start in range(0, len(order), bs):
+        idx = order[start: start + bs]
+        batch = collate([sources[i] for i in idx], [[] for _ in idx], idx)
+        hyps = decode(model, batch.src.to(device), batch.src_lens, beam=beam, alpha=alpha,
+                      max_len=max_len, topk=1)
+        for i, h in zip(idx, hyps):
+            out[i] = h.tokens
+    return out
+
+
+def bleu_scores(hyp_tokens: list[list[str]], ref_tokens: list[list[str]], ref_raw: list[str]) -> dict:
+    import sacrebleu
+
+    tutorial = sacrebleu.corpus_bleu([" ".join(h) for h in hyp_tokens], [[" ".join(r) for r in ref_tokens]],
+                                     tokenize="none")
+    standard_hyps = [truecase_first(detokenize(h, "spacy:en")) for h in hyp_tokens]
+    standard = sacrebleu.corpus_bleu(standard_hyps, [ref_raw])
+    return {"bleu": round(tutorial.score, 2), "sacrebleu": round(standard.score, 2),
+            "sacrebleu_signature": str(sacrebleu.BLEU().get_signature()) + " (13a, case-sensitive)"}
+
+
+def evaluate_translation(model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab, src_tok: list[list[str]],
+                         tgt_tok: list[list[str]], ref_raw: list[str], device, beam: int = 1,
+                         alpha: float = 1.0, batch_size: int = 128) -> dict:
+    sources = [src_vocab.encode(s[: model.cfg.max_src_len]) for s in src_tok]
+    ds = PairDataset(sources, [tgt_vocab.encode(t) for t in tgt_tok])
+    loss = teacher_forced_loss(model, ds, device)
+    t0 = time.perf_counter()
+    outs = decode_corpus(model, sources, device, beam=beam, alpha=alpha, batch_size=batch_size)
+    seconds = time.perf_counter() - t0
+    hyps = [tgt_vocab.decode(o) for o in outs]
+    return {"loss": round(loss, 4), "ppl": round(ppl(loss), 2), **bleu_scores(hyps, tgt_tok, ref_raw),
+            "decoding": {"beam": beam, "alpha": alpha if beam > 1 else None},
+            "decode_seconds": round(seconds, 2), "sentences": len(sources),
+            "samples": [{"hyp": " ".join(h), "ref": " ".join(r)} for h, r in zip(hyps[:3], tgt_tok[:3])]}
+
+
+def edit_distance(a: list, b: list) -> int:
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
+def evaluate_reversal(model: Seq2Seq, vocab: Vocab, lengths: range, n_per_length: int, seed: int,
+                      device, beam: int = 1) -> dict:
+    """Exact match, normalized edit distance and accuracy by output position, per length,
+    on fresh seeded sequences (`seed` differs from the training seeds)."""
+    em, ned, pos_hits, pos_total = {}, {}, {}, {}
+    for n in lengths:
+        seqs = generate_reversal(n_per_length, n, n, seed + 7919 * n, REVERSE_ALPHABET)
+        sources = [vocab.encode(s) for s in seqs]
+        outs = decode_corpus(model, sources, device, beam=beam, max_len=max(2 * n + 5, 10))
+        targets = [list(reversed(s)) for s in sources]
+        em[str(n)] = round(sum(o == t for o, t in zip(outs, targets)) / len(seqs), 4)
+        ned[str(n)] = round(sum(edit_distance(o, t) / max(len(o), len(t)) for o, t in zip(outs, targets))
+                            / len(seqs), 4)
+        for o, t in zip(outs, targets):
+            for p, tok in enumerate(t):
+                pos_total[p] = pos_total.get(p, 0) + 1
+                pos_hits[p] = pos_hits.get(p, 0) + (p < len(o) and o[p] == tok)
+    return {"exact_match_by_length": em, "edit_distance_by_length": ned,
+            "accuracy_by_position": {str(p + 1): round(pos_hits[p] / pos_total[p], 4) for p in sorted(pos_total)},
+            "n_per_length": n_per_length, "eval_seed": seed, "decoding": {"beam": beam}}
+
+
+def mean_over(by_length: dict, lo: int, hi: int) -> float:
+    vals = [v for k, v in by_length.items() if lo <= int(k) <= hi]
+    return round(sum(vals) / len(vals), 4) if vals else float("nan")
+
+
+def _parse_lengths(text: str) -> range:
+    try:
+        lo, _, hi = text.partition("-")
+        lo, hi = int(lo), int(hi or lo)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a range like 1-30, got {text!r}")
+    if not 1 <= lo <= hi <= 200:
+        raise argparse.ArgumentTypeError(f"lengths must satisfy 1 <= lo <= hi <= 200, got {text!r}")
+    return range(lo, hi + 1)
+
+
+def main(argv=None) -> int:
+    from .checkpoint import load_checkpoint
+
+    p = argparse.ArgumentParser(prog="python -m seq2seq.evaluate",
+                                description="Recompute a checkpoint's metrics.")
+    p.add_argument("checkpoint")
+    p.add_argument("--data-dir", default="../shared/data/multi30k", help="Multi30k release files (translation)")
+    p.add_argument("--cache", default=None, help="token cache (JSON.gz) to read instead of tokenizing")
+    p.add_argument("--split", choices=["val", "test2016"], default="test2016")
+    p.add_argument("--beam", type=int, default=None, help="beam width (default: the card's decoding)")
+    p.add_argument("--alpha", type=float, default=None, help="length-normalization exponent")
+    p.add_argument("--lengths", type=_parse_lengths, default=_parse_lengths("1-30"), help="reversal: e.g. 1-30")
+    p.add_argument("--n-per-length", type=int, default=None, help="reversal: sequences per length")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    try:
+        device = torch.device(args.device)
+        ck = load_checkpoint(args.checkpoint, device)
+        card_metrics = ck.card.get("metrics", {})
+        if ck.task == "translate":
+            recorded = card_metrics.get(args.split, {})
+            dec = recorded.get("decoding", {})
+            beam = args.beam or dec.get("beam") or 1
+            alpha = args.alpha if args.alpha is not None else (dec.get("alpha") or 1.0)
+            split = tokenized_multi30k(args.data_dir, args.cache, splits=(args.split,))[args.split]
+            result = evaluate_translation(ck.model, ck.src_vocab, ck.tgt_vocab, split["de"], split["en"],
+                                          split["en_raw"], device, beam=beam, alpha=alpha)
+            result = {"checkpoint": str(ck.path), "split": args.split, **result,
+                      "card": {k: recorded.get(k) for k in ("bleu", "sacrebleu", "ppl")}}
+            summary = (f"{ck.name} {args.split}: BLEU {result['bleu']} (tutorial form), sacreBLEU "
+                       f"{result['sacrebleu']}, PPL {result['ppl']}, beam {beam}; card: {result['card']}")
+        else:
+            recorded = card_metrics.get("reversal", {})
+            n = args.n_per_length or recorded.get("n_per_length", 200)
+            seed = recorded.get("eval_seed", 987654)
+            beam = args.beam or recorded.get("decoding", {}).get("beam", 1)
+            result = evaluate_reversal(ck.model, ck.src_vocab, args.lengths, n, seed, device, beam)
+            result = {"checkpoint": str(ck.path), **result}
+            em = result["exact_match_by_length"]
+            summary = (f"{ck.name}: exact match {mean_over(em, 1, 10):.4f} on lengths 1-10, "
+                       f"{mean_over(em, 1, 20):.4f} on 1-20, {mean_over(em, 21, 30):.4f} on 21-30")
+    except Seq2SeqError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, ensure_ascii=False) if args.json else summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Attention scorers. Each one precomputes what depends only on the source once per
+input (`keys`), then scores a query against it at every decoder step.
+
+Padding is masked with -inf before the softmax, so padded positions get exactly 0."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """scores [B, S], mask [B, S] (True = real token) -> weights [B, S], rows sum to 1."""
+    scores = scores.float().masked_fill(~mask, float("-inf"))
+    return F.softmax(scores, dim=-1)
+
+
+class AdditiveAttention(nn.Module):
+    """Bahdanau et al. (2015): score(s, h_j) = v^T tanh(W_q s + W_k h_j)."""
+
+    def __init__(self, query_dim: int, key_dim: int, attn_dim: int):
+        super().__init__()
+        self.w_query = nn.Linear(query_dim, attn_dim, bias=False)
+        self.w_key = nn.Linear(key_dim, attn_dim)
+        self.v = nn.Linear(attn_dim, 1, bias=False)
+
+    def precompute(self, memory: torch.Tensor) -> torch.Tensor:
+        return self.w_key(memory)                                   # [B, S, Hm] -> [B, S, A]
+
+    def forward(self, query, keys, memory, mask):
+        # query [B, Hq], keys [B, S, A], memory [B, S, Hm], mask [B, S]
+        energy = torch.tanh(keys + self.w_query(query).unsqueeze(1))  # [B, S, A]
+        weights = masked_softmax(self.v(energy).squeeze(-1), mask)    # [B, S]
+        context = torch.bmm(weights.unsqueeze(1).to(memory.dtype), memory).squeeze(1)  # [B, Hm]
+        return context, weights
+
+
+class GeneralAttention(nn.Module):
+    """Luong et al. (2015), "general": score(h_t, h_s) = h_t^T W_a h_s."""
+
+    def __init__(self, query_dim: int, key_dim: int):
+        super().__init__()
+        self.w_a = nn.Linear(key_dim, query_dim, bias=False)
+
+    def precompute(self, memory: torch.Tensor) -> torch.Tensor:
+        return self.w_a(memory)                                     # [B, S, Hm] -> [B, S, Hq]
+
+    def forward(self, query, keys, memory, mask):
+        # query [B, Hq], keys [B, S, Hq]
+        scores = torch.bmm(keys, query.unsqueeze(2)).squeeze(2)     # [B, S]
+        weights = masked_softmax(scores, mask)                      # [B, S]
+        context = torch.bmm(weights.unsqueeze(1).to(memory.dtype), memory).squeeze(1)  # [B, Hm]
+        return context, weights

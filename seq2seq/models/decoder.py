@@ -1,0 +1,189 @@
+"""Decoders: one per architecture, all with the same two methods.
+
+    prepare(enc_outputs, enc_final, mask) -> (Memory, state)   once per input
+    step(prev [B], state, memory) -> (logits [B, V], state, attention [B, S] | None)
+
+A state is a dict of batch-first tensors, so beam search can reorder any decoder's
+state with one `index_select` on dim 0."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..config import ModelConfig
+from .attention import AdditiveAttention, GeneralAttention
+
+State = dict  # name -> batch-first tensor
+
+
+@dataclass
+class Memory:
+    """What the decoder reads from the encoder at every step."""
+    mask: torch.Tensor                     # [B, S] True at real source positions
+    outputs: torch.Tensor | None = None    # [B, S, Hm] encoder outputs (attention models)
+    keys: torch.Tensor | None = None       # [B, S, A] attention keys, computed once per input
+    context: torch.Tensor | None = None    # [B, H] fixed context vector (Cho et al.)
+
+    def index_select(self, idx: torch.Tensor) -> "Memory":
+        """Rows `idx` of every tensor (beam search expands and reorders the batch)."""
+        return Memory(**{f.name: None if getattr(self, f.name) is None
+                         else getattr(self, f.name).index_select(0, idx) for f in fields(self)})
+
+
+def reorder_state(state: State, idx: torch.Tensor) -> State:
+    return {k: v.index_select(0, idx) for k, v in state.items()}
+
+
+def _to_rnn(h: torch.Tensor) -> torch.Tensor:
+    return h.transpose(0, 1).contiguous()         # [B, L, H] -> [L, B, H]
+
+
+def _from_rnn(h: torch.Tensor) -> torch.Tensor:
+    return h.transpose(0, 1)                      # [L, B, H] -> [B, L, H]
+
+
+class OutputLayer(nn.Module):
+    """Features -> vocabulary logits; with `tied`, through the target embedding matrix."""
+
+    def __init__(self, in_dim: int, vocab_size: int, embedding: nn.Embedding, tied: bool):
+        super().__init__()
+        self.tied = tied
+        if tied:
+            self.proj = nn.Linear(in_dim, embedding.embedding_dim)
+            self.embedding = embedding            # shared weight [V, E]
+        else:
+            self.proj = nn.Linear(in_dim, vocab_size)
+
+    def forward(self, x):
+        if self.tied:
+            return F.linear(self.proj(x), self.embedding.weight)  # [.., E] -> [.., V]
+        return self.proj(x)                                        # [.., in] -> [.., V]
+
+
+class DecoderBase(nn.Module):
+    def __init__(self, cfg: ModelConfig, rnn_cls, rnn_in: int, out_in: int):
+        super().__init__()
+        self.embedding = nn.Embedding(cfg.tgt_vocab_size, cfg.emb_dim, padding_idx=cfg.pad_id)
+        self.rnn = rnn_cls(rnn_in, cfg.hidden_dim, cfg.n_layers, batch_first=True,
+                           dropout=cfg.dropout if cfg.n_layers > 1 else 0.0)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.out = OutputLayer(out_in, cfg.tgt_vocab_size, self.embedding, cfg.tie_embeddings)
+        self.n_layers = cfg.n_layers
+
+    def embed(self, prev: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.embedding(prev))   # [B] -> [B, E]  (or [B, T] -> [B, T, E])
+
+    # Optional: all steps at once when every input is the gold token (ratio 1.0).
+    teacher_forced = None
+
+
+class SutskeverDecoder(DecoderBase):
+    """lstm: the encoder's final (h, c) is the only link to the source."""
+
+    def __init__(self, cfg: ModelConfig, enc_dim: int):
+        super().__init__(cfg, nn.LSTM, cfg.emb_dim, cfg.hidden_dim)
+
+    def prepare(self, enc_outputs, enc_final, mask):
+        h, c = enc_final                                       # [L, B, H] each
+        return Memory(mask=mask), {"h": _from_rnn(h), "c": _from_rnn(c)}
+
+    def step(self, prev, state, memory):
+        x = self.embed(prev).unsqueeze(1)                      # [B, 1, E]
+        out, (h, c) = self.rnn(x, (_to_rnn(state["h"]), _to_rnn(state["c"])))
+        logits = self.out(self.dropout(out.squeeze(1)))        # [B, V]
+        return logits, {"h": _from_rnn(h), "c": _from_rnn(c)}, None
+
+    def teacher_forced(self, tgt_in, state, memory):
+        x = self.embed(tgt_in)                                 # [B, T, E]
+        out, _ = self.rnn(x, (_to_rnn(state["h"]), _to_rnn(state["c"])))
+        return self.out(self.dropout(out))                     # [B, T, V]
+
+
+class ChoDecoder(DecoderBase):
+    """gru: the context vector z (encoder's last hidden) enters every step and the output."""
+
+    def __init__(self, cfg: ModelConfig, enc_dim: int):
+        super().__init__(cfg, nn.GRU, cfg.emb_dim + enc_dim, cfg.emb_dim + cfg.hidden_dim + enc_dim)
+
+    def prepare(self, enc_outputs, enc_final, mask):
+        z = enc_final[-1]                                      # [B, H] top layer
+        return Memory(mask=mask, context=z), {"h": _from_rnn(enc_final)}
+
+    def step(self, prev, state, memory):
+        x = self.embed(prev)                                   # [B, E]
+        z = memory.context                                     # [B, H]
+        out, h = self.rnn(torch.cat([x, z], -1).unsqueeze(1), _to_rnn(state["h"]))
+        feats = torch.cat([x, out.squeeze(1), z], -1)          # [B, E + H + H]
+        return self.out(self.dropout(feats)), {"h": _from_rnn(h)}, None
+
+    def teacher_forced(self, tgt_in, state, memory):
+        x = self.embed(tgt_in)                                 # [B, T, E]
+        z = memory.context.unsqueeze(1).expand(-1, x.size(1), -1)  # [B, T, H]
+        out, _ = self.rnn(torch.cat([x, z], -1), _to_rnn(state["h"]))
+        return self.out(self.dropout(torch.cat([x, out, z], -1)))  # [B, T, V]
+
+
+class _BridgedAttentionDecoder(DecoderBase):
+    """Shared by the attention decoders: a bi-directional encoder's last forward and
+    backward states, through a tanh layer, start every decoder layer."""
+
+    def __init__(self, cfg, enc_dim, rnn_in, out_in):
+        super().__init__(cfg, nn.GRU, rnn_in, out_in)
+        self.bridge = nn.Linear(enc_dim, cfg.hidden_dim)
+
+    def initial_hidden(self, enc_final):
+        top = torch.cat([enc_final[-2], enc_final[-1]], -1)       # [B, 2H] forward ; backward
+        h0 = torch.tanh(self.bridge(top))                          # [B, H]
+        return h0.unsqueeze(1).expand(-1, self.n_layers, -1).contiguous()  # [B, L, H]
+
+
+class BahdanauDecoder(_BridgedAttentionDecoder):
+    """bahdanau: attention with the previous hidden state as query, before the GRU step."""
+
+    def __init__(self, cfg: ModelConfig, enc_dim: int):
+        super().__init__(cfg, enc_dim, cfg.emb_dim + enc_dim, cfg.hidden_dim + enc_dim + cfg.emb_dim)
+        self.attention = AdditiveAttention(cfg.hidden_dim, enc_dim, cfg.attn_dim)
+
+    def prepare(self, enc_outputs, enc_final, mask):
+        memory = Memory(mask=mask, outputs=enc_outputs, keys=self.attention.precompute(enc_outputs))
+        return memory, {"h": self.initial_hidden(enc_final)}
+
+    def step(self, prev, state, memory):
+        x = self.embed(prev)                                       # [B, E]
+        h = state["h"]                                             # [B, L, H]
+        context, attn = self.attention(h[:, -1], memory.keys, memory.outputs, memory.mask)
+        out, h = self.rnn(torch.cat([x, context], -1).unsqueeze(1), _to_rnn(h))
+        feats = torch.cat([out.squeeze(1), context, x], -1)       # [B, H + Hm + E]
+        return self.out(self.dropout(feats)), {"h": _from_rnn(h)}, attn
+
+
+class LuongDecoder(_BridgedAttentionDecoder):
+    """luong: GRU step first, then "general" attention with the new hidden state as query;
+    the attentional state h~ = tanh(W_c [c; h]) gives the output and is fed to the next
+    step (input feeding)."""
+
+    def __init__(self, cfg: ModelConfig, enc_dim: int):
+        super().__init__(cfg, enc_dim, cfg.emb_dim + cfg.hidden_dim, cfg.hidden_dim)
+        self.attention = GeneralAttention(cfg.hidden_dim, enc_dim)
+        self.combine = nn.Linear(enc_dim + cfg.hidden_dim, cfg.hidden_dim, bias=False)
+
+    def prepare(self, enc_outputs, enc_final, mask):
+        memory = Memory(mask=mask, outputs=enc_outputs, keys=self.attention.precompute(enc_outputs))
+        h = self.initial_hidden(enc_final)
+        return memory, {"h": h, "feed": torch.zeros_like(h[:, -1])}
+
+    def step(self, prev, state, memory):
+        x = self.embed(prev)                                       # [B, E]
+        out, h = self.rnn(torch.cat([x, state["feed"]], -1).unsqueeze(1), _to_rnn(state["h"]))
+        query = out.squeeze(1)                                     # [B, H]
+        context, attn = self.attention(query, memory.keys, memory.outputs, memory.mask)
+        attentional = torch.tanh(self.combine(torch.cat([context, query], -1)))  # [B, H]
+        logits = self.out(self.dropout(attentional))
+        return logits, {"h": _from_rnn(h), "feed": attentional}, attn
+
+
+DECODERS = {"lstm": SutskeverDecoder, "gru": ChoDecoder,
+            "bahdanau": BahdanauDecoder, "luong": LuongDecoder}

@@ -1,0 +1,43 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from seq2seq.config import ARCHS, ModelConfig  # noqa: E402
+from seq2seq.models import build_model  # noqa: E402
+
+MULTI30K_DIR = Path(os.environ.get("MULTI30K_DIR", ROOT.parent / "shared" / "data" / "multi30k"))
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def tiny_config(arch: str, src_vocab: int = 23, tgt_vocab: int = 19, **kw) -> ModelConfig:
+    base = dict(arch=arch, src_vocab_size=src_vocab, tgt_vocab_size=tgt_vocab, emb_dim=8, hidden_dim=16,
+                n_layers=2 if arch == "lstm" else 1, dropout=0.0, attn_dim=12, max_src_len=30, max_out_len=12)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+def tiny_model(arch: str, seed: int = 0, **kw):
+    torch.manual_seed(seed)
+    return build_model(tiny_config(arch, **kw)).eval()
+
+
+@pytest.fixture(params=ARCHS)
+def arch(request):
+    return request.param
+
+
+def padded_batch(lengths, vocab=23, seed=0):
+    """src [B, S] with ids >= 4 (no specials), padded with 0, and lengths."""
+    g = torch.Generator().manual_seed(seed)
+    S = max(lengths)
+    src = torch.zeros(len(lengths), S, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        src[i, :n] = torch.randint(4, vocab, (n,), generator=g)
+    return src, torch.tensor(lengths)
