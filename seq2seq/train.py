@@ -173,11 +173,13 @@ def metric_key(task: str) -> str:
 def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | None, data: TaskData,
           device: torch.device, state_dir: str | None = None, resume: bool = False, name: str | None = None,
           progress: bool = True, on_epoch: Callable[[dict], None] | None = None,
-          on_batch: Callable[[dict], None] | None = None) -> tuple[Seq2Seq, dict]:
+          on_batch: Callable[[dict], None] | None = None, final_eval: bool = True) -> tuple[Seq2Seq, dict]:
     """Train; returns the best model (by the validation metric) and its card.
 
     `out_dir` None: nothing is written (the app's live lab). `on_epoch` receives each
-    history row; `on_batch` receives {step, loss, ratio} every few batches."""
+    history row; `on_batch` receives {epoch, batch, batches, step, loss, ratio} every 20
+    batches. `final_eval` False skips the final test metrics (the card's `metrics` is
+    then empty): for quick runs that only need the history."""
     set_seed(cfg.seed)
     model_cfg.src_vocab_size, model_cfg.tgt_vocab_size = len(data.src_vocab), len(data.tgt_vocab)
     model = build_model(model_cfg).to(device)
@@ -289,15 +291,18 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | None, data: T
         model.load_state_dict(best_weights)
     model.eval()
     card = make_card(model, model_cfg, cfg, data, device, history, wall, name or (Path(out_dir).name if out_dir else "live"),
-                     stopped)
+                     stopped, final_eval)
     if out_dir is not None:
         card = save_checkpoint(out_dir, model, data.src_vocab, data.tgt_vocab, card, half=cfg.half_weights)
     return model, card
 
 
-def make_card(model, model_cfg, cfg: TrainConfig, data: TaskData, device, history, wall, name, stopped) -> dict:
+def make_card(model, model_cfg, cfg: TrainConfig, data: TaskData, device, history, wall, name, stopped,
+              final_eval: bool = True) -> dict:
     """Final metrics with the best weights, and everything the card records."""
-    if cfg.task == "translate":
+    if not final_eval:
+        metrics = {}
+    elif cfg.task == "translate":
         metrics = {}
         for split in ("val", "test2016"):
             t = data.val_text[split]

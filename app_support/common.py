@@ -1,0 +1,162 @@
+"""Shared page plumbing.
+
+- Models load once per process (`st.cache_resource`) and are treated as read-only: many
+  sessions use the same objects at once.
+- Widget values live in session state under `keep:KEY`, so they survive page switches,
+  and the ones that define what is shown go into the URL (`st.query_params`), so a shared
+  link opens on the same sentence and model.
+- Every call into the engine goes through `guarded`: the user sees a message, never a
+  traceback."""
+from __future__ import annotations
+
+import logging
+import os
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+import streamlit as st
+
+from seq2seq.checkpoint import list_checkpoints, read_card
+from seq2seq.errors import CheckpointError, InputError, Seq2SeqError
+
+ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("attention_lab")
+
+TASK_LABELS = {"translate": "German → English", "reverse": "reverse a sequence"}
+ARCH_LABELS = {"lstm": "LSTM (Sutskever)", "gru": "GRU (Cho)", "bahdanau": "GRU + Bahdanau attention",
+               "luong": "GRU + Luong attention"}
+EXAMPLES = {
+    "translate": ["Ein Mann fährt mit dem Fahrrad die Straße entlang.",
+                  "Zwei Hunde spielen im Schnee.",
+                  "Eine Frau mit einem roten Hut liest ein Buch im Park.",
+                  "Kinder spielen Fußball auf einer grünen Wiese.",
+                  "Ein kleines Mädchen isst ein Eis vor einem Geschäft.",
+                  "Der Mann und die Frau tanzen auf der Straße, und der Hund schaut zu."],
+    "reverse": ["hello world", "attention is all you need", "abc 123", "seq2seq models", "the quick brown fox"],
+}
+
+
+def checkpoint_root() -> Path:
+    return Path(os.environ.get("ATTENTION_LAB_CHECKPOINTS", ROOT / "checkpoints"))
+
+
+@st.cache_resource(show_spinner="Loading model…")
+def _load_translator(path: str, mtime: float):
+    from seq2seq.translate import Translator
+
+    return Translator.load(path, "cpu")
+
+
+def get_translator(path: str | Path):
+    """The cached Translator for a checkpoint directory (reloaded only if its card changes)."""
+    card = Path(path) / "card.json"
+    mtime = card.stat().st_mtime if card.exists() else 0.0
+    return _load_translator(str(path), mtime)
+
+
+def model_entries(task: str) -> list[dict]:
+    """Checkpoints of a task: {name, path, card | None, error | None}. A broken card is
+    listed with its error so the page can say what is wrong while the others work."""
+    out = []
+    for d in list_checkpoints(checkpoint_root(), task):
+        try:
+            out.append({"name": d.name, "path": str(d), "card": read_card(d), "error": None})
+        except CheckpointError as e:
+            out.append({"name": d.name, "path": str(d), "card": None, "error": str(e)})
+    return out
+
+
+def model_label(entry: dict) -> str:
+    if entry["card"] is None:
+        return f"{entry['name']} (unreadable)"
+    return f"{entry['name']} · {ARCH_LABELS.get(entry['card']['arch'], entry['card']['arch'])}"
+
+
+# ------------------------------------------------------------------ persistent state
+def _keep(key: str) -> str:
+    return f"keep:{key}"
+
+
+def init_state(key: str, default: Any, query: str | None = None, cast: Callable = str,
+               valid: Callable[[Any], bool] | None = None) -> None:
+    """Seed widget `key` from (1) the kept value, (2) the URL, (3) the default."""
+    store = _keep(key)
+    if store not in st.session_state:
+        value = default
+        if query and query in st.query_params:
+            try:
+                candidate = cast(st.query_params[query])
+                if valid is None or valid(candidate):
+                    value = candidate
+            except (TypeError, ValueError):
+                pass
+        st.session_state[store] = value
+    if valid is not None and not valid(st.session_state[store]):
+        st.session_state[store] = default
+    st.session_state[key] = st.session_state[store]
+
+
+def save_state(key: str) -> None:
+    st.session_state[_keep(key)] = st.session_state[key]
+
+
+def set_state(key: str, value: Any) -> None:
+    """Change a widget's value from a callback (e.g. an example picked)."""
+    st.session_state[_keep(key)] = value
+    st.session_state[key] = value
+
+
+def kept(key: str, default: Any = None) -> Any:
+    return st.session_state.get(_keep(key), default)
+
+
+def set_url(**params) -> None:
+    """Put what defines the view into the URL (only the keys given; empty values dropped)."""
+    wanted = {k: str(v) for k, v in params.items() if v not in (None, "")}
+    current = {k: st.query_params[k] for k in st.query_params}
+    if current != wanted:
+        st.query_params.from_dict(wanted)
+
+
+# ------------------------------------------------------------------ display settings
+def sidebar_settings() -> dict:
+    """Projector mode (large fonts) and candidate count, kept across pages."""
+    with st.sidebar:
+        st.caption("Display")
+        init_state("projector", False)
+        projector = st.toggle("Projector mode (large fonts)", key="projector", on_change=save_state, args=("projector",))
+        init_state("topk", 5, cast=int)
+        topk = st.slider("Candidates shown per step", 1, 10, key="topk", on_change=save_state, args=("topk",))
+    if projector:
+        st.html("<style>html, body, [class*='st-'] {font-size: 1.25rem;} code {font-size: 1.3rem !important;}</style>")
+    return {"font_size": 20 if projector else 14, "topk": topk, "projector": projector}
+
+
+# ------------------------------------------------------------------ errors
+def guarded(fn: Callable, *args, **kwargs):
+    """Run `fn`; on failure show a message (never a traceback) and return None."""
+    try:
+        return fn(*args, **kwargs)
+    except InputError as e:
+        st.warning(str(e))
+    except CheckpointError as e:
+        st.error(f"This model cannot be used: {e}")
+    except Seq2SeqError as e:
+        st.error(str(e))
+    except Exception as e:  # noqa: BLE001 - the page must survive anything
+        log.error("unexpected error: %s\n%s", e, traceback.format_exc())
+        st.error(f"Something went wrong ({type(e).__name__}). The input was not processed; try another one.")
+    return None
+
+
+def show_source_notes(source) -> None:
+    """Notices about the input: truncation and unknown tokens (tokens shown as data, never markup)."""
+    if source.truncated:
+        st.warning(f"The input has {source.n_tokens} tokens; the model reads at most {len(source.tokens)}, "
+                   f"so it was truncated to the first {len(source.tokens)}.")
+    unknown = [t for t, u in zip(source.tokens, source.unknown) if u]
+    if unknown:
+        st.info(f"{len(unknown)} of {len(source.tokens)} input tokens are unknown to this model "
+                f"(marked (?) in the figures; it reads them as <unk>):")
+        st.text(" · ".join(dict.fromkeys(unknown)))

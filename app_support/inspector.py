@@ -1,0 +1,140 @@
+"""The Translate and Reverse pages: type, decode, and watch the decoder look at the source."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from seq2seq import figures
+from seq2seq.alignment import diagonality, row_entropy
+
+from .common import (EXAMPLES, get_translator, guarded, init_state, model_entries, model_label, save_state,
+                     set_state, set_url, show_source_notes, sidebar_settings)
+
+PLOTLY_CONFIG = {"displaylogo": False, "displayModeBar": True,
+                 "toImageButtonOptions": {"format": "png", "scale": 2, "filename": "attention-lab"}}
+PREFERRED = ["bahdanau", "luong", "gru", "lstm"]
+MAX_CHARS = 5000
+
+
+def default_model(entries: list[dict], task: str) -> str:
+    names = [e["name"] for e in entries]
+    for arch in PREFERRED:
+        if f"{task}-{arch}" in names:
+            return f"{task}-{arch}"
+    return names[0]
+
+
+def exact_match_frame(entries: list[dict]) -> pd.DataFrame:
+    rows = []
+    for e in entries:
+        rev = (e["card"] or {}).get("metrics", {}).get("reversal", {})
+        for length, em in rev.get("exact_match_by_length", {}).items():
+            rows.append({"model": e["name"], "length": int(length), "exact match": em})
+    return pd.DataFrame(rows, columns=["model", "length", "exact match"])
+
+
+def controls(task: str, entries: list[dict]):
+    names = [e["name"] for e in entries]
+    k = task  # widget keys are per page, so both pages keep their own input
+    init_state(f"{k}.text", EXAMPLES[task][0], query="text")
+    init_state(f"{k}.model", default_model(entries, task), query="model", valid=lambda v: v in names)
+    init_state(f"{k}.beam", 1, query="beam", cast=int, valid=lambda v: isinstance(v, int) and 1 <= v <= 10)
+    init_state(f"{k}.prefix", "", query="prefix")
+    left, right = st.columns([3, 2], gap="large")
+    with left:
+        example = st.selectbox("Pick an example", EXAMPLES[task], index=None, placeholder="examples…",
+                               key=f"{k}.example")
+        if example is not None and st.session_state.get(f"{k}.last_example") != example:
+            st.session_state[f"{k}.last_example"] = example
+            set_state(f"{k}.text", example)
+        label = "German sentence" if task == "translate" else "Sequence to reverse (letters, digits, spaces)"
+        text = st.text_area(label, key=f"{k}.text", on_change=save_state, args=(f"{k}.text",), height=90,
+                            max_chars=MAX_CHARS)
+    with right:
+        by_name = {e["name"]: e for e in entries}
+        model = st.selectbox("Model", names, format_func=lambda n: model_label(by_name[n]), key=f"{k}.model",
+                             on_change=save_state, args=(f"{k}.model",))
+        beam = st.slider("Beam width (1 = greedy)", 1, 10, key=f"{k}.beam", on_change=save_state, args=(f"{k}.beam",))
+        prefix = st.text_input("Force the output to start with (optional)", key=f"{k}.prefix",
+                               on_change=save_state, args=(f"{k}.prefix",),
+                               help="Type the first output words; the model continues from there.")
+    set_url(text=text, model=model, beam=beam if beam != 1 else None, prefix=prefix)
+    return text, by_name[model], beam, prefix
+
+
+def render_inspector(task: str) -> None:
+    settings = sidebar_settings()
+    entries = model_entries(task)
+    if not entries:
+        st.error("No checkpoints for this task were found in checkpoints/.")
+        return
+    text, entry, beam, prefix = controls(task, entries)
+    if entry["error"]:
+        st.error(f"This model cannot be used: {entry['error']}")
+        return
+    if not text.strip():
+        st.info("Type something above, or pick an example.")
+        return
+    translator = guarded(get_translator, entry["path"])
+    if translator is None:
+        return
+    result = guarded(translator.translate, text, beam=beam, prefix=prefix, topk=settings["topk"])
+    if result is None:
+        return
+    forced = len(translator.prefix_ids(prefix))
+    show_source_notes(result.source)
+
+    st.caption("Output" + (" (the first words forced)" if forced else ""))
+    st.code(result.text if result.output_tokens else "(the model wrote nothing)", language=None, wrap_lines=True)
+    cols = st.columns(4)
+    cols[0].metric("output tokens", len(result.output_tokens))
+    cols[1].metric("log-probability", f"{result.log_prob:.2f}")
+    cols[2].metric("decoding", "greedy" if beam == 1 else f"beam {beam}")
+    cols[3].metric("alignment", result.alignment_kind)
+    if not result.finished:
+        st.warning(f"The model did not end its output within {translator.cfg.max_out_len} tokens; it was cut there.")
+    if result.alignment_kind == "saliency":
+        st.info("This architecture has no attention. The heatmap shows gradient saliency instead: how much each "
+                "source token moved the score of each output token. It is not attention.")
+
+    tab_names = ["Alignment heatmap", "Step by step"] + (["Where models break"] if task == "reverse" else [])
+    tabs = st.tabs(tab_names)
+    with tabs[0]:
+        fig = figures.alignment_heatmap(result.source.tokens, result.output_tokens, result.alignment,
+                                        kind=result.alignment_kind, source_unknown=result.source.unknown,
+                                        forced_rows=forced, ideal_antidiagonal=(task == "reverse"),
+                                        font_size=settings["font_size"])
+        st.plotly_chart(fig, config=PLOTLY_CONFIG, key=f"{task}.heatmap")
+        st.download_button("Download the alignment matrix (CSV)",
+                           figures.alignment_csv(result.source.tokens, result.output_tokens, result.alignment),
+                           file_name=f"{entry['name']}-alignment.csv", mime="text/csv", key=f"{task}.csv")
+        if task == "reverse" and len(result.output_tokens):
+            c1, c2 = st.columns([1, 3])
+            c1.metric("diagonality", f"{diagonality(result.alignment):.2f}",
+                      help="Mean share of each output row's weight on the mirrored source position (1 = ideal).")
+            ent = pd.DataFrame({"step": range(1, len(result.output_tokens) + 1),
+                                "entropy (nats)": row_entropy(result.alignment), "curve": result.alignment_kind})
+            c2.altair_chart(figures.line_chart(ent, "step", "entropy (nats)", "curve",
+                                               "How spread out the decoder's focus is at each step (0 = one token)",
+                                               font_size=settings["font_size"]), key=f"{task}.entropy")
+    with tabs[1]:
+        st.caption("Press ▶ play, or drag the slider: the partial output, the weights over the source at that "
+                   "step, and the candidates the model considered next.")
+        step_fig = figures.step_figure(result.source.tokens, result.steps, result.step_alignment,
+                                       kind=result.alignment_kind, source_unknown=result.source.unknown,
+                                       forced_rows=forced, font_size=settings["font_size"])
+        st.plotly_chart(step_fig, config=PLOTLY_CONFIG, key=f"{task}.steps")
+    if task == "reverse":
+        with tabs[2]:
+            df = exact_match_frame(entries)
+            if df.empty:
+                st.info("No exact-match-by-length results in the model cards yet.")
+            else:
+                max_len = max(((e["card"] or {}).get("train_config") or {}).get("reverse_max_len", 20) for e in entries)
+                st.altair_chart(figures.line_chart(df, "length", "exact match", "model",
+                                                   "Exact match by sequence length (fresh sequences)",
+                                                   y_domain=(0, 1), rule_x=max_len + 0.5,
+                                                   rule_label=f"trained on lengths up to {max_len}",
+                                                   font_size=settings["font_size"]), key="reverse.em")
+                st.caption(f"Models were trained on lengths 1–{max_len}; right of the dashed line they have never "
+                           "seen a sequence that long.")

@@ -1,0 +1,8 @@
+import streamlit as st
+
+from app_support.inspector import render_inspector
+
+st.title("Reverse a sequence")
+st.caption("The classic test: learn to write the input backwards. A perfect attention model looks at "
+           "the mirrored position (the red dashed anti-diagonal) at every step.")
+render_inspector("reverse")

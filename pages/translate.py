@@ -1,0 +1,8 @@
+import streamlit as st
+
+from app_support.inspector import render_inspector
+
+st.title("Translate German → English")
+st.caption("Type a German sentence. See the translation, where the decoder looked for each word, "
+           "and how it chose each word, step by step.")
+render_inspector("translate")

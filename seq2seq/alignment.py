@@ -1,0 +1,36 @@
+"""Numbers about an alignment matrix A [T outputs, S sources] (rows are distributions)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def mirrored_positions(n_out: int, n_src: int) -> np.ndarray:
+    """The source position output t copies from when reversing: S - 1 - t (or -1 past the start)."""
+    return np.array([n_src - 1 - t if t < n_src else -1 for t in range(n_out)], dtype=int)
+
+
+def diagonality(matrix: np.ndarray) -> float:
+    """Reversal: mean share of each output row's mass on its mirrored source position.
+    1.0 is the ideal anti-diagonal; rows past the source length count as 0."""
+    A = np.asarray(matrix, dtype=float)
+    if A.size == 0:
+        return 0.0
+    T, S = A.shape
+    mirror = mirrored_positions(T, S)
+    mass = [A[t, j] if j >= 0 else 0.0 for t, j in enumerate(mirror)]
+    return float(np.mean(mass))
+
+
+def row_entropy(matrix: np.ndarray) -> np.ndarray:
+    """Entropy (nats) of every row: 0 when the decoder looks at one token, log S when it
+    spreads evenly."""
+    A = np.clip(np.asarray(matrix, dtype=float), 1e-12, 1.0)
+    return -(A * np.log(A)).sum(axis=1) if A.size else np.zeros(len(A))
+
+
+def first_divergence(a: list, b: list) -> int | None:
+    """Index of the first position where two token lists differ (None if equal)."""
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))

@@ -1,0 +1,242 @@
+"""Pure functions from data to figures: Plotly for heatmaps, step views and beam trees,
+Altair for curves. No Streamlit here, so everything is testable without a browser.
+
+User text reaches these figures as tokens. Plotly renders HTML in labels and hovers, so
+every token is escaped (`html.escape(t, quote=False)`); axes use positions as values and
+tokens only as tick text, so repeated tokens stay distinct."""
+from __future__ import annotations
+
+import csv
+import html
+import io
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .alignment import mirrored_positions
+
+UNKNOWN_MARK = " (?)"       # appended to tokens the model does not know (read as <unk>)
+FORCED_MARK = " (forced)"
+
+
+def esc(token: str) -> str:
+    """A token as Plotly may show it: HTML escaped, whitespace made visible."""
+    if token == " ":
+        return "␣"
+    return html.escape(str(token), quote=False).replace("\n", " ")
+
+
+def tick_labels(tokens: list[str], unknown: list[bool] | None = None, suffix_rows: int = 0,
+                suffix: str = FORCED_MARK) -> list[str]:
+    out = []
+    for i, t in enumerate(tokens):
+        label = esc(t)
+        if unknown is not None and i < len(unknown) and unknown[i]:
+            label += UNKNOWN_MARK
+        if i < suffix_rows:
+            label += suffix
+        out.append(label)
+    return out
+
+
+def _layout_fonts(fig: go.Figure, font_size: int) -> go.Figure:
+    fig.update_layout(font=dict(size=font_size), hoverlabel=dict(font_size=font_size),
+                      margin=dict(l=10, r=10, t=60, b=10))
+    return fig
+
+
+def alignment_heatmap(source_tokens: list[str], output_tokens: list[str], matrix, kind: str = "attention",
+                      source_unknown: list[bool] | None = None, forced_rows: int = 0,
+                      ideal_antidiagonal: bool = False, font_size: int = 14, title: str | None = None) -> go.Figure:
+    """Output tokens down, source tokens across; hover gives the weight.
+
+    kind "attention" (rows sum to 1) or "saliency" (gradient saliency, labeled as such)."""
+    A = np.asarray(matrix, dtype=float).reshape(len(output_tokens), len(source_tokens))
+    S, T = len(source_tokens), len(output_tokens)
+    src_labels = tick_labels(source_tokens, source_unknown)
+    out_labels = tick_labels(output_tokens, suffix_rows=forced_rows)
+    custom = np.empty((T, S, 2), dtype=object)
+    for t in range(T):
+        for s in range(S):
+            custom[t, s] = (out_labels[t], src_labels[s])
+    what = "attention weight" if kind == "attention" else "saliency (share of gradient norm)"
+    fig = go.Figure(go.Heatmap(
+        z=A, x=list(range(S)), y=list(range(T)), customdata=custom, zmin=0,
+        zmax=1 if kind == "attention" else (float(A.max()) if A.size else 1),
+        colorscale="Blues" if kind == "attention" else "Oranges",
+        colorbar=dict(title=dict(text="weight" if kind == "attention" else "saliency")),
+        hovertemplate=("output #%{y} <b>%{customdata[0]}</b><br>source #%{x} <b>%{customdata[1]}</b><br>"
+                       + what + ": %{z:.3f}<extra></extra>"),
+        xgap=1, ygap=1))
+    if ideal_antidiagonal and T and S:
+        mirror = mirrored_positions(T, S)
+        keep = mirror >= 0
+        fig.add_trace(go.Scatter(x=mirror[keep], y=np.arange(T)[keep], mode="lines+markers",
+                                 name="ideal (mirrored position)", line=dict(color="crimson", dash="dash", width=2),
+                                 marker=dict(symbol="x", size=8), hoverinfo="skip"))
+    default_title = ("Attention: where the decoder looked for each output token" if kind == "attention"
+                     else "Gradient saliency (not attention): how much each source token moved each output score")
+    fig.update_layout(
+        title=dict(text=esc(title) if title else default_title),
+        xaxis=dict(tickmode="array", tickvals=list(range(S)), ticktext=src_labels, side="top", tickangle=-45 if S > 8 else 0,
+                   title=dict(text="source"), showgrid=False),
+        yaxis=dict(tickmode="array", tickvals=list(range(T)), ticktext=out_labels, autorange="reversed",
+                   title=dict(text="output"), showgrid=False),
+        height=max(320, 28 * T + 180 + (60 if S > 8 else 0)),
+        legend=dict(orientation="h", y=-0.05), plot_bgcolor="white")
+    return _layout_fonts(fig, font_size)
+
+
+def step_figure(source_tokens: list[str], steps: list[dict], step_matrix, kind: str = "attention",
+                source_unknown: list[bool] | None = None, forced_rows: int = 0, font_size: int = 14) -> go.Figure:
+    """Decoder step by step, with a slider and a play button (animated in the browser).
+
+    Frame t: the partial output in the title, the weights over the source at step t
+    (left), and the top-k next-token candidates with probabilities (right)."""
+    A = np.asarray(step_matrix, dtype=float).reshape(len(steps), len(source_tokens)) if steps else np.zeros((0, len(source_tokens)))
+    S = len(source_tokens)
+    k = max((len(s["topk"]) for s in steps), default=1)
+    src_labels = tick_labels(source_tokens, source_unknown)
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.62, 0.38], horizontal_spacing=0.12,
+                        subplot_titles=("attention over the source" if kind == "attention"
+                                        else "saliency over the source (not attention)",
+                                        "top candidates for this step"))
+
+    def traces(t: int):
+        step = steps[t]
+        cands = step["topk"] + [["", 0.0]] * (k - len(step["topk"]))
+        colors = ["crimson" if c[0] == step["token"] else "steelblue" for c in cands]
+        return [
+            go.Bar(x=list(range(S)), y=A[t], marker_color="steelblue" if kind == "attention" else "darkorange",
+                   customdata=src_labels, hovertemplate="%{customdata}: %{y:.3f}<extra></extra>", showlegend=False),
+            go.Bar(x=[c[1] for c in cands], y=list(range(k)), orientation="h", marker_color=colors,
+                   text=[f"{esc(c[0])}  {c[1]:.2f}" if c[0] else "" for c in cands], textposition="auto",
+                   hovertemplate="%{text}<extra></extra>", showlegend=False),
+        ]
+
+    def title(t: int) -> str:
+        so_far = " ".join(esc(s["token"]) for s in steps[: t + 1])
+        forced = " (forced)" if t < forced_rows else ""
+        return (f"step {t + 1}/{len(steps)}: wrote <b>{esc(steps[t]['token'])}</b>{forced} "
+                f"(p = {steps[t]['prob']:.2f})<br>output so far: {so_far}")
+
+    if not steps:
+        fig.update_layout(title=dict(text="no decoder steps"))
+        return _layout_fonts(fig, font_size)
+    for tr, col in zip(traces(0), (1, 2)):
+        fig.add_trace(tr, row=1, col=col)
+    fig.frames = [go.Frame(data=traces(t), traces=[0, 1], name=str(t), layout=dict(title=dict(text=title(t))))
+                  for t in range(len(steps))]
+    fig.update_layout(
+        title=dict(text=title(0)), height=460 + 8 * k,
+        xaxis=dict(tickmode="array", tickvals=list(range(S)), ticktext=src_labels, tickangle=-45 if S > 8 else 0),
+        yaxis=dict(range=[0, 1.05] if kind == "attention" else [0, float(A.max()) * 1.05 + 1e-9], title=dict(text="weight")),
+        xaxis2=dict(range=[0, 1.05], title=dict(text="probability")),
+        yaxis2=dict(autorange="reversed", showticklabels=False),
+        updatemenus=[dict(type="buttons", showactive=False, x=0, y=-0.18, xanchor="left", yanchor="top",
+                          buttons=[dict(label="▶ play", method="animate",
+                                        args=[None, dict(frame=dict(duration=900, redraw=True), fromcurrent=True,
+                                                         transition=dict(duration=0))]),
+                                   dict(label="❚❚ pause", method="animate",
+                                        args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")])])],
+        sliders=[dict(active=0, x=0.16, y=-0.12, len=0.84, currentvalue=dict(prefix="step "),
+                      steps=[dict(label=str(t + 1), method="animate",
+                                  args=[[str(t)], dict(mode="immediate", frame=dict(duration=0, redraw=True),
+                                                       transition=dict(duration=0))]) for t in range(len(steps))])],
+        margin=dict(b=120))
+    fig = _layout_fonts(fig, font_size)
+    fig.update_layout(margin=dict(l=10, r=10, t=90, b=140))
+    return fig
+
+
+def beam_tree_figure(tree: list[dict], itos: list[str], font_size: int = 14) -> go.Figure:
+    """Every hypothesis kept at every step: x = step, y = beam slot; edges go to the parent;
+    the winning path in red. A node's hover gives its length-normalized score."""
+    fig = go.Figure()
+    if not tree:
+        fig.update_layout(title=dict(text="no beam steps"))
+        return _layout_fonts(fig, font_size)
+    T, K = len(tree), len(tree[0]["tokens"])
+    last = tree[-1]["scores"]
+    winner = int(np.nanargmax([s if np.isfinite(s) else -np.inf for s in last]))
+    on_path = set()
+    j = winner
+    for t in range(T - 1, -1, -1):
+        on_path.add((t, j))
+        j = tree[t]["parents"][j]
+    edge_x, edge_y, win_x, win_y = [], [], [], []
+    nodes = {"x": [], "y": [], "text": [], "hover": [], "color": [], "symbol": []}
+    for t, step in enumerate(tree):
+        for k in range(K):
+            score = step["scores"][k]
+            if step["finished"][k] or not np.isfinite(score):
+                continue  # a frozen copy of a finished hypothesis, or an empty slot
+            p = step["parents"][k]
+            px, py = (t - 1, p) if t > 0 else (-1, 0)
+            target = (win_x, win_y) if (t, k) in on_path else (edge_x, edge_y)
+            target[0].extend([px, t, None])
+            target[1].extend([py, k, None])
+            tok = itos[step["tokens"][k]]
+            nodes["x"].append(t)
+            nodes["y"].append(k)
+            nodes["text"].append(esc(tok))
+            nodes["hover"].append(f"step {t + 1}, beam {k + 1}: {esc(tok)}<br>score (log P / length) {score:.3f}")
+            nodes["color"].append("crimson" if (t, k) in on_path else "steelblue")
+            nodes["symbol"].append("square" if tok == "<eos>" else "circle")
+    fig.add_trace(go.Scatter(x=edge_x, y=edge_y, mode="lines", line=dict(color="lightgray", width=1.5),
+                             hoverinfo="skip", name="kept hypotheses"))
+    fig.add_trace(go.Scatter(x=win_x, y=win_y, mode="lines", line=dict(color="crimson", width=3),
+                             hoverinfo="skip", name="winner"))
+    fig.add_trace(go.Scatter(x=[-1], y=[0], mode="markers+text", text=["&lt;sos&gt;"], textposition="middle left",
+                             marker=dict(size=10, color="black"), hoverinfo="skip", showlegend=False))
+    fig.add_trace(go.Scatter(x=nodes["x"], y=nodes["y"], mode="markers+text", text=nodes["text"],
+                             textposition="top center", customdata=nodes["hover"],
+                             hovertemplate="%{customdata}<extra></extra>",
+                             marker=dict(size=11, color=nodes["color"], symbol=nodes["symbol"]), showlegend=False))
+    fig.update_layout(
+        title=dict(text=f"Beam search, width {K}: every hypothesis kept at each step (winner in red, ■ = ended)"),
+        xaxis=dict(title=dict(text="decoder step"), tickmode="array", tickvals=list(range(-1, T)),
+                   ticktext=["start"] + [str(t + 1) for t in range(T)], zeroline=False),
+        yaxis=dict(title=dict(text="beam slot"), tickmode="array", tickvals=list(range(K)),
+                   ticktext=[str(k + 1) for k in range(K)], autorange="reversed", zeroline=False),
+        height=max(320, 70 * K + 160), plot_bgcolor="white", legend=dict(orientation="h", y=-0.15))
+    return _layout_fonts(fig, font_size)
+
+
+def _csv_cell(text: str) -> str:
+    # Spreadsheets run cells that start with = + - @ as formulas: defuse them.
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
+def alignment_csv(source_tokens: list[str], output_tokens: list[str], matrix) -> str:
+    """The alignment matrix as CSV: one row per output token, one column per source token."""
+    A = np.asarray(matrix, dtype=float).reshape(len(output_tokens), len(source_tokens))
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["output \\ source"] + [_csv_cell(t) for t in source_tokens])
+    for tok, row in zip(output_tokens, A):
+        w.writerow([_csv_cell(tok)] + [f"{v:.6f}" for v in row])
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------ Altair curves
+def line_chart(df, x: str, y: str, color: str, title: str, x_title: str | None = None, y_title: str | None = None,
+               y_domain: tuple | None = None, rule_x: float | None = None, rule_label: str = "", font_size: int = 14):
+    """A tidy DataFrame -> an Altair line chart (one line per `color` value)."""
+    import altair as alt
+
+    y_scale = alt.Scale(domain=list(y_domain)) if y_domain else alt.Undefined
+    chart = alt.Chart(df).mark_line(point=True).encode(
+        x=alt.X(f"{x}:Q", title=x_title or x),
+        y=alt.Y(f"{y}:Q", title=y_title or y, scale=y_scale),
+        color=alt.Color(f"{color}:N", title=color),
+        tooltip=[alt.Tooltip(f"{color}:N"), alt.Tooltip(f"{x}:Q"), alt.Tooltip(f"{y}:Q", format=".3f")])
+    if rule_x is not None:
+        import pandas as pd
+        rule = alt.Chart(pd.DataFrame({x: [rule_x], "label": [rule_label]})).mark_rule(
+            strokeDash=[6, 4], color="gray").encode(x=f"{x}:Q", tooltip=["label:N"])
+        chart = chart + rule
+    return chart.properties(title=title, height=340).configure_axis(
+        labelFontSize=font_size, titleFontSize=font_size).configure_legend(
+        labelFontSize=font_size, titleFontSize=font_size).configure_title(fontSize=font_size + 2)
