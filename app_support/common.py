@@ -73,6 +73,26 @@ def model_label(entry: dict) -> str:
     return f"{entry['name']} · {ARCH_LABELS.get(entry['card']['arch'], entry['card']['arch'])}"
 
 
+# ------------------------------------------------------------------ decoding (cached)
+@st.cache_data(max_entries=128, show_spinner=False)
+def _cached_translation(_translator, path: str, card_mtime: float, text: str, beam: int, topk: int,
+                        return_tree: bool, prefix: str):
+    # `_translator` is not hashed (leading underscore): path + card mtime identify the model
+    return _translator.translate(text, beam=beam, topk=topk, return_tree=return_tree, prefix=prefix or None)
+
+
+def translate_cached(path: str, text: str, beam: int = 1, topk: int = 5, return_tree: bool = False,
+                     prefix: str = ""):
+    """translator.translate, remembered per (checkpoint, input, settings): a rerun for a display
+    setting (fonts, a page switch) must not decode every model again, and saliency (lstm/gru) costs
+    one backward pass per output token. Errors are not cached, so they are raised each time."""
+    translator = get_translator(path)                         # loads (and verifies) outside the data cache
+    card = Path(path) / "card.json"
+    mtime = card.stat().st_mtime if card.exists() else 0.0   # a retrained checkpoint is decoded afresh
+    return _cached_translation(translator, str(path), mtime, text, int(beam), int(topk), bool(return_tree),
+                               prefix or "")
+
+
 # ------------------------------------------------------------------ persistent state
 def _keep(key: str) -> str:
     return f"keep:{key}"

@@ -8,7 +8,7 @@ from seq2seq import figures
 from seq2seq.alignment import diagonality, row_entropy
 
 from .common import (EXAMPLES, get_translator, guarded, init_state, model_entries, model_label, save_state,
-                     set_state, set_url, show_source_notes, sidebar_settings)
+                     set_state, set_url, show_source_notes, sidebar_settings, translate_cached)
 
 PLOTLY_CONFIG = {"displaylogo": False, "displayModeBar": True,
                  "toImageButtonOptions": {"format": "png", "scale": 2, "filename": "attention-lab"}}
@@ -78,7 +78,7 @@ def render_inspector(task: str) -> None:
     translator = guarded(get_translator, entry["path"])
     if translator is None:
         return
-    result = guarded(translator.translate, text, beam=beam, prefix=prefix, topk=settings["topk"])
+    result = guarded(translate_cached, entry["path"], text, beam, settings["topk"], prefix=prefix)
     if result is None:
         return
     forced = len(translator.prefix_ids(prefix))

@@ -1,4 +1,11 @@
 import streamlit as st
 
-st.title("compare")
-st.info("This page is being built.")
+from app_support.compare_view import render_compare
+from app_support.navigation import page_guard
+
+page_guard()  # a deep link on a fresh server must still open inside the app
+
+st.title("Compare models")
+st.caption("One input through every model of a task, side by side: what each wrote and where each looked. "
+           "Below, the metrics of ours beside the PyTorch tutorial's reference numbers.")
+render_compare()

@@ -1,4 +1,10 @@
 import streamlit as st
 
-st.title("home")
-st.info("This page is being built.")
+from app_support.home_view import render_home
+from app_support.navigation import page_guard
+
+page_guard()  # a deep link on a fresh server must still open inside the app
+
+st.title("attention-lab")
+st.caption("Look inside sequence-to-sequence models: what they write, and where they look while writing it.")
+render_home()

@@ -1,6 +1,9 @@
 import streamlit as st
 
 from app_support.inspector import render_inspector
+from app_support.navigation import page_guard
+
+page_guard()  # a deep link on a fresh server must still open inside the app
 
 st.title("Reverse a sequence")
 st.caption("The classic test: learn to write the input backwards. A perfect attention model looks at "

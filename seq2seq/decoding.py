@@ -31,6 +31,15 @@ class Hypothesis:
     beam_tree: list[dict] | None = field(default=None, repr=False)  # per step: the beams kept
 
 
+def next_token_logprobs(logits: torch.Tensor) -> torch.Tensor:
+    """[.., V] logits -> float32 log-probabilities of the next output token. <pad> and <sos>
+    are never outputs (training never targets them), so they get -inf."""
+    logp = F.log_softmax(logits.float(), -1)
+    logp[..., PAD_ID] = float("-inf")
+    logp[..., SOS_ID] = float("-inf")
+    return logp
+
+
 def _source_lengths(src_lens) -> list[int]:
     return [int(n) for n in src_lens]
 
@@ -65,7 +74,7 @@ def greedy_decode(model: Seq2Seq, src, src_lens, max_len: int | None = None, top
     k = min(topk, model.cfg.tgt_vocab_size)
     for t in range(max_len):
         logits, state, attn = model.decode_step(prev, state, memory)
-        logp = F.log_softmax(logits.float(), -1)                       # [B, V]
+        logp = next_token_logprobs(logits)                             # [B, V]
         chosen = logp.argmax(-1)                                       # [B]
         if forced is not None and t < forced.size(1):
             chosen = torch.where(t < forced_lens, forced[:, t], chosen)
@@ -132,7 +141,7 @@ def beam_search(model: Seq2Seq, src, src_lens, beam: int = 5, max_len: int | Non
     batch_base = (torch.arange(batch, device=device) * K).unsqueeze(1)   # [B, 1]
     for t in range(max_len):
         logits, state, attn = model.decode_step(prev, state, memory)
-        logp = F.log_softmax(logits.float(), -1).view(batch, K, V)      # [B, K, V]
+        logp = next_token_logprobs(logits).view(batch, K, V)           # [B, K, V]
         top_p, top_i = logp.topk(k, -1)                                  # [B, K, k] (before freezing)
         if forced is not None and t < forced.size(1):
             only = torch.full_like(logp, float("-inf"))

@@ -25,7 +25,7 @@ from .data import PairDataset, collate, generate_reversal, tokenized_multi30k
 from .decoding import decode
 from .errors import Seq2SeqError
 from .models import Seq2Seq
-from .text import REVERSE_ALPHABET, detokenize, truecase_first
+from .text import REVERSE_ALPHABET, display_text
 from .vocab import PAD_ID, Vocab
 
 
@@ -72,11 +72,11 @@ def bleu_scores(hyp_tokens: list[list[str]], ref_tokens: list[list[str]], ref_ra
     import sacrebleu
 
     tutorial = sacrebleu.corpus_bleu([" ".join(h) for h in hyp_tokens], [[" ".join(r) for r in ref_tokens]],
-                                     tokenize="none")
-    standard_hyps = [truecase_first(detokenize(h, "spacy:en")) for h in hyp_tokens]
-    standard = sacrebleu.corpus_bleu(standard_hyps, [ref_raw])
+                                     tokenize="none", force=True)  # tokenized on purpose: the tutorials' form
+    standard_metric = sacrebleu.metrics.BLEU()  # 13a tokenization, case-sensitive
+    standard = standard_metric.corpus_score([display_text(h, "spacy:en") for h in hyp_tokens], [ref_raw])
     return {"bleu": round(tutorial.score, 2), "sacrebleu": round(standard.score, 2),
-            "sacrebleu_signature": str(sacrebleu.BLEU().get_signature()) + " (13a, case-sensitive)"}
+            "sacrebleu_signature": str(standard_metric.get_signature())}
 
 
 def evaluate_translation(model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab, src_tok: list[list[str]],

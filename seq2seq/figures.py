@@ -3,7 +3,8 @@ Altair for curves. No Streamlit here, so everything is testable without a browse
 
 User text reaches these figures as tokens. Plotly renders HTML in labels and hovers, so
 every token is escaped (`html.escape(t, quote=False)`); axes use positions as values and
-tokens only as tick text, so repeated tokens stay distinct."""
+tokens only as tick text, so repeated tokens stay distinct. Arrays go into the figures
+as plain lists, so the figure JSON is readable (and checkable in tests)."""
 from __future__ import annotations
 
 import csv
@@ -40,9 +41,14 @@ def tick_labels(tokens: list[str], unknown: list[bool] | None = None, suffix_row
     return out
 
 
-def _layout_fonts(fig: go.Figure, font_size: int) -> go.Figure:
+def _layout_fonts(fig: go.Figure, font_size: int, top: int = 60) -> go.Figure:
+    """Font sizes set explicitly everywhere (the app's theme would otherwise shrink ticks)."""
     fig.update_layout(font=dict(size=font_size), hoverlabel=dict(font_size=font_size),
-                      margin=dict(l=10, r=10, t=60, b=10))
+                      title=dict(font=dict(size=font_size + 2), x=0, xanchor="left", y=1, yref="container",
+                                 yanchor="top", pad=dict(t=8, l=4)),
+                      margin=dict(l=10, r=10, t=top, b=10))
+    fig.update_xaxes(tickfont=dict(size=font_size), title_font=dict(size=font_size))
+    fig.update_yaxes(tickfont=dict(size=font_size), title_font=dict(size=font_size))
     return fig
 
 
@@ -61,8 +67,9 @@ def alignment_heatmap(source_tokens: list[str], output_tokens: list[str], matrix
         for s in range(S):
             custom[t, s] = (out_labels[t], src_labels[s])
     what = "attention weight" if kind == "attention" else "saliency (share of gradient norm)"
+    slant = S > 8 and max(len(t) for t in src_labels) > 2   # single characters fit upright
     fig = go.Figure(go.Heatmap(
-        z=A, x=list(range(S)), y=list(range(T)), customdata=custom, zmin=0,
+        z=A.tolist(), x=list(range(S)), y=list(range(T)), customdata=custom.tolist(), zmin=0,
         zmax=1 if kind == "attention" else (float(A.max()) if A.size else 1),
         colorscale="Blues" if kind == "attention" else "Oranges",
         colorbar=dict(title=dict(text="weight" if kind == "attention" else "saliency")),
@@ -72,20 +79,22 @@ def alignment_heatmap(source_tokens: list[str], output_tokens: list[str], matrix
     if ideal_antidiagonal and T and S:
         mirror = mirrored_positions(T, S)
         keep = mirror >= 0
-        fig.add_trace(go.Scatter(x=mirror[keep], y=np.arange(T)[keep], mode="lines+markers",
+        fig.add_trace(go.Scatter(x=mirror[keep].tolist(), y=np.arange(T)[keep].tolist(), mode="lines+markers",
                                  name="ideal (mirrored position)", line=dict(color="crimson", dash="dash", width=2),
                                  marker=dict(symbol="x", size=8), hoverinfo="skip"))
     default_title = ("Attention: where the decoder looked for each output token" if kind == "attention"
                      else "Gradient saliency (not attention): how much each source token moved each output score")
     fig.update_layout(
         title=dict(text=esc(title) if title else default_title),
-        xaxis=dict(tickmode="array", tickvals=list(range(S)), ticktext=src_labels, side="top", tickangle=-45 if S > 8 else 0,
+        xaxis=dict(tickmode="array", tickvals=list(range(S)), ticktext=src_labels, side="top", tickangle=-45 if slant else 0,
                    title=dict(text="source"), showgrid=False),
         yaxis=dict(tickmode="array", tickvals=list(range(T)), ticktext=out_labels, autorange="reversed",
                    title=dict(text="output"), showgrid=False),
-        height=max(320, 28 * T + 180 + (60 if S > 8 else 0)),
+        height=max(360, int(1.9 * font_size) * T + 200 + (font_size * 3 if slant else 0)),
         legend=dict(orientation="h", y=-0.05), plot_bgcolor="white")
-    return _layout_fonts(fig, font_size)
+    # the source axis sits on top: room for the title, the axis title and (slanted) tick labels
+    top = int(font_size * (6.5 + (max(len(t) for t in src_labels) * 0.5 if slant else 1.5)))
+    return _layout_fonts(fig, font_size, top=min(top, 320))
 
 
 def step_figure(source_tokens: list[str], steps: list[dict], step_matrix, kind: str = "attention",
@@ -108,7 +117,7 @@ def step_figure(source_tokens: list[str], steps: list[dict], step_matrix, kind: 
         cands = step["topk"] + [["", 0.0]] * (k - len(step["topk"]))
         colors = ["crimson" if c[0] == step["token"] else "steelblue" for c in cands]
         return [
-            go.Bar(x=list(range(S)), y=A[t], marker_color="steelblue" if kind == "attention" else "darkorange",
+            go.Bar(x=list(range(S)), y=A[t].tolist(), marker_color="steelblue" if kind == "attention" else "darkorange",
                    customdata=src_labels, hovertemplate="%{customdata}: %{y:.3f}<extra></extra>", showlegend=False),
             go.Bar(x=[c[1] for c in cands], y=list(range(k)), orientation="h", marker_color=colors,
                    text=[f"{esc(c[0])}  {c[1]:.2f}" if c[0] else "" for c in cands], textposition="auto",
@@ -227,8 +236,10 @@ def line_chart(df, x: str, y: str, color: str, title: str, x_title: str | None =
     import altair as alt
 
     y_scale = alt.Scale(domain=list(y_domain)) if y_domain else alt.Undefined
+    # whole-number x (steps, lengths, epochs): no fractional ticks
+    x_axis = alt.Axis(tickMinStep=1, format="d") if str(df[x].dtype).startswith(("int", "Int")) else alt.Undefined
     chart = alt.Chart(df).mark_line(point=True).encode(
-        x=alt.X(f"{x}:Q", title=x_title or x),
+        x=alt.X(f"{x}:Q", title=x_title or x, axis=x_axis),
         y=alt.Y(f"{y}:Q", title=y_title or y, scale=y_scale),
         color=alt.Color(f"{color}:N", title=color),
         tooltip=[alt.Tooltip(f"{color}:N"), alt.Tooltip(f"{x}:Q"), alt.Tooltip(f"{y}:Q", format=".3f")])

@@ -63,3 +63,9 @@ def detokenize(tokens: list[str], kind: str) -> str:
 def truecase_first(text: str) -> str:
     """Capitalize the first letter (the models produce lowercased text)."""
     return text[:1].upper() + text[1:]
+
+
+def display_text(tokens: list[str], kind: str) -> str:
+    """Output tokens as a person reads them: detokenized, sentences starting with a capital."""
+    text = detokenize(tokens, kind)
+    return text if kind == "chars" else truecase_first(text)

@@ -17,7 +17,7 @@ from .data import collate
 from .decoding import Hypothesis, decode
 from .errors import InputError, Seq2SeqError
 from .saliency import gradient_saliency
-from .text import detokenize, tokenize, truecase_first
+from .text import display_text, tokenize
 from .vocab import EOS, EOS_ID, UNK_ID
 
 MAX_BEAM = 10
@@ -99,6 +99,9 @@ class Translator:
         toks = tokenize(prefix, self.tgt_tokenizer)[: self.cfg.max_out_len - 1]
         return self.ckpt.tgt_vocab.encode(toks)
 
+    def display_text(self, tokens: list[str]) -> str:
+        return display_text(tokens, self.tgt_tokenizer)
+
     def _finish(self, src: SourceInput, hyp: Hypothesis, beam: int) -> Translation:
         itos = self.ckpt.tgt_vocab.itos
         out_tokens = [itos[i] for i in hyp.tokens]
@@ -109,10 +112,7 @@ class Translator:
         steps = [{"token": itos[tok], "prob": round(p, 6),
                   "topk": [[itos[i], round(q, 6)] for i, q in zip(ids, probs)]}
                  for tok, p, ids, probs in zip(hyp.step_tokens, hyp.step_probs, hyp.topk_ids, hyp.topk_probs)]
-        text = detokenize(out_tokens, self.tgt_tokenizer)
-        if self.tgt_tokenizer != "chars":
-            text = truecase_first(text)
-        return Translation(src, out_tokens, text, step_align[: len(out_tokens)], kind, steps,
+        return Translation(src, out_tokens, self.display_text(out_tokens), step_align[: len(out_tokens)], kind, steps,
                            hyp.log_prob, hyp.score, hyp.finished, beam, step_align, hyp.beam_tree)
 
     def translate(self, text: str, beam: int = 1, prefix: str | None = None, topk: int = 5,

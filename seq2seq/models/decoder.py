@@ -72,6 +72,12 @@ class DecoderBase(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.out = OutputLayer(out_in, cfg.tgt_vocab_size, self.embedding, cfg.tie_embeddings)
         self.n_layers = cfg.n_layers
+        if cfg.tie_embeddings:
+            # N(0, 1) rows would make the tied output layer's first logits huge (loss ~15):
+            # scale so initial logits are O(1).
+            with torch.no_grad():
+                nn.init.normal_(self.embedding.weight, 0.0, cfg.emb_dim ** -0.5)
+                self.embedding.weight[cfg.pad_id].zero_()
 
     def embed(self, prev: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.embedding(prev))   # [B] -> [B, E]  (or [B, T] -> [B, T, E])

@@ -26,11 +26,13 @@ class RNNEncoder(nn.Module):
     def embed(self, src: torch.Tensor) -> torch.Tensor:
         return self.embedding(src)                                   # [B, S] -> [B, S, E]
 
-    def forward(self, src, src_lens, embedded=None):
+    def forward(self, src, src_lens, embedded=None, pack: bool = True):
         # src [B, S]; src_lens [B] on CPU; embedded [B, S, E] replaces the lookup (saliency)
         if embedded is None:
             embedded = self.embed(src)
         x = self.dropout(embedded)
+        if not pack:  # the tutorials' way (benchmark baseline): padding runs through the RNN
+            return self.rnn(x)
         packed = pack_padded_sequence(x, src_lens.cpu(), batch_first=True, enforce_sorted=False)
         packed_out, final = self.rnn(packed)
         outputs, _ = pad_packed_sequence(packed_out, batch_first=True,

@@ -31,11 +31,11 @@ class Seq2Seq(nn.Module):
     def has_attention(self) -> bool:
         return self.cfg.has_attention
 
-    def encode(self, src, src_lens, src_embedded=None) -> tuple[Memory, State]:
+    def encode(self, src, src_lens, src_embedded=None, pack: bool = True) -> tuple[Memory, State]:
         # src [B, S], src_lens [B] -> memory for the decoder and its first state
         positions = torch.arange(src.size(1), device=src.device)
         mask = positions.unsqueeze(0) < src_lens.to(src.device).unsqueeze(1)   # [B, S]
-        outputs, final = self.encoder(src, src_lens, src_embedded)
+        outputs, final = self.encoder(src, src_lens, src_embedded, pack=pack)
         return self.decoder.prepare(outputs, final, mask)
 
     def decode_step(self, prev, state, memory):

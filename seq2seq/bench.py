@@ -1,0 +1,393 @@
+"""One command, one report: how fast the app answers and the models train, measured
+against the way the well-known PyTorch seq2seq tutorials do it, in the same run.
+
+    python -m seq2seq.bench [--device cpu|cuda] [--json] [--quick]
+
+1. Decoding `translate-bahdanau` on all of test 2016 on the CPU: (a) the tutorial way, one
+   sentence at a time with a Python loop over steps; (b) ours, batched greedy; (c) ours,
+   batched beam search width 5. (a) and (b) must give identical translations (checked).
+   Also the achieved GFLOP/s of (b) (analytic matmul count) beside the machine's own
+   float32 matrix-multiply rate measured in the same run.
+2. The app's answer time: one Translate interaction (tokenize, decode, build and serialize
+   the figures) over 50 varied inputs; the cold start of `streamlit run` to the first
+   heatmap drawn in a real browser; the app process's peak memory with every shipped
+   checkpoint loaded.
+3. Training throughput (target tokens/s) for each architecture: ours (length-bucketed,
+   packed, bf16 autocast on CUDA, teacher-forced fast paths) against a plain loop (random
+   batches of 128, no packing, float32, per-step Python teacher forcing at 0.5).
+
+Warm-up runs are excluded and stated; each timing is repeated and its spread reported."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import load_checkpoint
+from .config import ModelConfig
+from .data import PairDataset, collate, tokenized_multi30k
+from .decoding import next_token_logprobs
+from .evaluate import decode_corpus
+from .models import Seq2Seq, build_model
+from .vocab import EOS_ID, PAD_ID, SOS_ID
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def timed(fn, repeats: int, warmup: int = 1) -> dict:
+    """Run fn warmup + repeats times; seconds of the timed runs and the last result."""
+    for _ in range(warmup):
+        result = fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - t0)
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
+            "runs": len(times), "warmup_runs": warmup, "result": result}
+
+
+# ------------------------------------------------------------------ 1. decoding
+@torch.inference_mode()
+def tutorial_greedy(model: Seq2Seq, src_ids: list[int], max_len: int) -> list[int]:
+    """The tutorials' translate_sentence: batch of one, .item() at every step."""
+    src = torch.tensor([src_ids])
+    memory, state = model.encode(src, torch.tensor([len(src_ids)]))
+    prev, out = torch.tensor([SOS_ID]), []
+    for _ in range(max_len):
+        logits, state, _ = model.decode_step(prev, state, memory)
+        token = next_token_logprobs(logits).argmax(-1).item()
+        if token == EOS_ID:
+            break
+        out.append(token)
+        prev = torch.tensor([token])
+    return out
+
+
+def decode_flops(cfg: ModelConfig, src_tokens: int, steps: int, sentences: int, mean_src: float) -> float:
+    """Analytic floating-point operations (2 per multiply-add) of the matmuls in decoding."""
+    E, H, A, V, L = cfg.emb_dim, cfg.hidden_dim, cfg.attn_dim, cfg.tgt_vocab_size, cfg.n_layers
+    gates = 4 if cfg.arch == "lstm" else 3
+    dirs = 2 if cfg.arch in ("bahdanau", "luong") else 1
+    Hm = H * dirs
+    enc = sum(2 * gates * H * ((E if l == 0 else Hm) + H) * dirs for l in range(L)) * src_tokens
+
+    def out_layer(in_dim):
+        return 2 * in_dim * E + 2 * E * V if cfg.tie_embeddings else 2 * in_dim * V
+
+    def rnn(in_dim):
+        return sum(2 * gates * H * ((in_dim if l == 0 else H) + H) for l in range(L))
+
+    S = mean_src
+    if cfg.arch == "lstm":
+        step = rnn(E) + out_layer(H)
+    elif cfg.arch == "gru":
+        step = rnn(E + Hm) + out_layer(E + H + Hm)
+    elif cfg.arch == "bahdanau":
+        enc += 2 * Hm * A * src_tokens                                    # keys, once per input
+        step = 2 * H * A + S * 2 * A + 2 * S * Hm + rnn(E + Hm) + out_layer(H + Hm + E)
+    else:
+        enc += 2 * Hm * H * src_tokens
+        step = rnn(E + H) + 2 * S * H + 2 * S * Hm + 2 * (Hm + H) * H + out_layer(H)
+    return float(enc + step * steps)
+
+
+def matmul_peak_gflops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+
+    def run():
+        c = a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return c
+
+    t = timed(run, repeats, warmup=2)["min_s"]
+    return 2 * n ** 3 / t / 1e9
+
+
+def bench_decoding(ck_path: Path, data, quick: bool, repeats: int) -> dict:
+    ck = load_checkpoint(ck_path, "cpu")
+    model = ck.model
+    test = data["test2016"]
+    sentences = test["de"][:100] if quick else test["de"]
+    sources = [ck.src_vocab.encode(s[: model.cfg.max_src_len]) for s in sentences]
+    max_len = model.cfg.max_out_len
+    loop = timed(lambda: [tutorial_greedy(model, s, max_len) for s in sources], 1 if not quick else 1, warmup=0)
+    greedy = timed(lambda: decode_corpus(model, sources, torch.device("cpu"), beam=1, batch_size=1000),
+                   repeats, warmup=1)
+    beam = timed(lambda: decode_corpus(model, sources, torch.device("cpu"), beam=5, batch_size=1000),
+                 max(1, repeats // 2), warmup=1)
+    identical = loop["result"] == greedy["result"]
+    n_src = sum(len(s) for s in sources)
+    steps = sum(len(o) + 1 for o in greedy["result"])
+    flops = decode_flops(model.cfg, n_src, steps, len(sources), n_src / len(sources))
+    return {
+        "checkpoint": str(ck_path), "sentences": len(sources), "threads": torch.get_num_threads(),
+        "loop_s": round(loop["median_s"], 3), "greedy_s": round(greedy["median_s"], 3),
+        "greedy_spread_s": [round(greedy["min_s"], 3), round(greedy["max_s"], 3)],
+        "beam5_s": round(beam["median_s"], 3), "beam5_spread_s": [round(beam["min_s"], 3), round(beam["max_s"], 3)],
+        "loop_sentences_per_s": round(len(sources) / loop["median_s"], 1),
+        "greedy_sentences_per_s": round(len(sources) / greedy["median_s"], 1),
+        "beam5_sentences_per_s": round(len(sources) / beam["median_s"], 1),
+        "speedup_greedy": round(loop["median_s"] / greedy["median_s"], 2),
+        "speedup_beam5": round(loop["median_s"] / beam["median_s"], 2),
+        "loop_equals_greedy": identical,
+        "gflops": round(flops / greedy["median_s"] / 1e9, 2),
+        "matmul_peak_gflops": round(matmul_peak_gflops(torch.device("cpu")), 1),
+        "timing": f"median of {greedy['runs']} runs after {greedy['warmup_runs']} warm-up (loop: 1 run, no warm-up)",
+    }
+
+
+# ------------------------------------------------------------------ 2. the app
+APP_INPUTS = [
+    "Ein Mann fährt mit dem Fahrrad die Straße entlang.", "Zwei Hunde spielen im Schnee.",
+    "Eine Frau mit einem roten Hut liest ein Buch im Park.", "Kinder spielen Fußball auf einer grünen Wiese.",
+    "Ein kleines Mädchen isst ein Eis.", "Ein Mann.", "Hunde!", "Der Mann und die Frau tanzen auf der Straße, "
+    "und der Hund schaut zu, während die Kinder lachen und die Sonne scheint.",
+]
+
+
+def bench_app_interaction(ck_path: Path, data, quick: bool) -> dict:
+    from . import figures
+    from .translate import Translator
+
+    tr = Translator.load(ck_path, "cpu")
+    inputs = (APP_INPUTS + [" ".join(s) for s in data["test2016"]["de"][:60]])[: 10 if quick else 50]
+
+    def interaction(text):
+        r = tr.translate(text, beam=1, topk=5)
+        heat = figures.alignment_heatmap(r.source.tokens, r.output_tokens, r.alignment, kind=r.alignment_kind,
+                                         source_unknown=r.source.unknown)
+        steps = figures.step_figure(r.source.tokens, r.steps, r.step_alignment, kind=r.alignment_kind)
+        csv = figures.alignment_csv(r.source.tokens, r.output_tokens, r.alignment)
+        return len(heat.to_json()) + len(steps.to_json()) + len(csv)   # Streamlit sends the JSON
+
+    interaction(inputs[0])  # warm-up: first call builds caches
+    times = []
+    for text in inputs:
+        t0 = time.perf_counter()
+        interaction(text)
+        times.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    return {"p50_ms": round(statistics.median(times), 1),
+            "p95_ms": round(times[min(len(times) - 1, int(0.95 * len(times)))], 1),
+            "max_ms": round(times[-1], 1), "inputs": len(times), "decoding": "greedy",
+            "what": "tokenize + decode + heatmap and step figures built and serialized to JSON + CSV"}
+
+
+def bench_app_server(quick: bool) -> dict:
+    """Cold start to the first heatmap in a real browser, and peak memory with every model loaded."""
+    import shutil
+    import socket
+    import urllib.request
+
+    chromium = shutil.which("chromium")
+    if not chromium:
+        return {"cold_start_s": None, "peak_rss_mib": None, "note": "no chromium: browser timings skipped"}
+    from playwright.sync_api import sync_playwright
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
+                             "--server.address", "127.0.0.1", "--server.port", str(port),
+                             "--browser.gatherUsageStats", "false"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out: dict = {}
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=[
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1800})
+            while True:
+                try:
+                    urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
+                    break
+                except OSError:
+                    if time.perf_counter() - t0 > 60:
+                        raise RuntimeError("streamlit did not start in 60 s")
+                    time.sleep(0.05)
+            page.goto(f"{url}/translate?text=Zwei+Hunde+spielen+im+Schnee.", wait_until="domcontentloaded")
+            page.get_by_text("Attention: where the decoder looked").first.wait_for(timeout=120_000)
+            out["cold_start_s"] = round(time.perf_counter() - t0, 2)
+            out["cold_start_what"] = "process start -> heatmap title drawn in Chromium (first page imports torch and spaCy)"
+            # load every shipped checkpoint: the compare page runs all models of a task
+            for task in ("translate", "reverse"):
+                page.goto(f"{url}/compare?task={task}&text=ein+hund", wait_until="domcontentloaded")
+                page.wait_for_timeout(1000)
+                page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')",
+                                       timeout=120_000)
+            browser.close()
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        hwm = [line for line in status.splitlines() if line.startswith("VmHWM")]
+        out["peak_rss_mib"] = round(int(hwm[0].split()[1]) / 1024, 1) if hwm else None
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return out
+
+
+# ------------------------------------------------------------------ 3. training throughput
+def tutorial_train_step(model: Seq2Seq, batch, optimizer, ratio: float = 0.5) -> int:
+    """The tutorials' loop: padded RNN (no packing), float32, one coin per step for the whole batch."""
+    src, tgt = batch.src, batch.tgt
+    memory, state = model.encode(src, batch.src_lens, pack=False)
+    prev, outputs = tgt[:, 0], []
+    for t in range(1, tgt.size(1)):
+        logits, state, _ = model.decode_step(prev, state, memory)
+        outputs.append(logits)
+        prev = tgt[:, t] if random.random() < ratio else logits.argmax(-1)
+    logits = torch.stack(outputs, 1)
+    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt[:, 1:].reshape(-1), ignore_index=PAD_ID)
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return int((tgt[:, 1:] != PAD_ID).sum())
+
+
+def our_train_step(model: Seq2Seq, batch, optimizer, amp: bool) -> int:
+    with torch.autocast(batch.src.device.type, dtype=torch.bfloat16, enabled=amp):
+        logits = model(batch.src, batch.src_lens, batch.tgt, teacher_forcing=1.0)
+    loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), batch.tgt[:, 1:].reshape(-1),
+                           ignore_index=PAD_ID)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return batch.n_target_tokens
+
+
+def bench_training(data, device: torch.device, quick: bool) -> dict:
+    from .vocab import Vocab
+
+    src_vocab = Vocab.build(data["train"]["de"], 2)
+    tgt_vocab = Vocab.build(data["train"]["en"], 2)
+    src = [src_vocab.encode(s) for s in data["train"]["de"]]
+    tgt = [tgt_vocab.encode(t) for t in data["train"]["en"]]
+    ds = PairDataset(src, tgt)
+    n_batches = 4 if quick else (40 if device.type == "cuda" else 12)
+    out = {"device": device.type, "batches_timed": n_batches, "batch_size": 128}
+    for arch in ("lstm", "gru", "bahdanau", "luong"):
+        shipped = ROOT / "checkpoints" / f"translate-{arch}" / "card.json"
+        cfg = ModelConfig.from_dict(json.loads(shipped.read_text())["config"]) if shipped.exists() \
+            else ModelConfig(arch=arch)
+        cfg.src_vocab_size, cfg.tgt_vocab_size = len(src_vocab), len(tgt_vocab)
+        results = {}
+        for way in ("baseline", "ours"):
+            torch.manual_seed(0)
+            random.seed(0)
+            model = build_model(cfg).to(device).train()
+            opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+            if way == "ours":
+                batches = list(ds.batches(128, shuffle=True, seed=1))
+            else:  # random batches: no length grouping
+                idx = list(range(len(ds)))
+                random.Random(1).shuffle(idx)
+                batches = [collate([src[i] for i in idx[j:j + 128]], [tgt[i] for i in idx[j:j + 128]],
+                                   idx[j:j + 128]) for j in range(0, len(idx), 128)]
+            batches = [b.to(device) for b in batches[: n_batches + 2]]
+            step = (lambda b: tutorial_train_step(model, b, opt)) if way == "baseline" else \
+                (lambda b: our_train_step(model, b, opt, amp=device.type == "cuda"))
+            for b in batches[:2]:  # warm-up
+                step(b)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            tokens = sum(step(b) for b in batches[2:])
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            results[way] = tokens / (time.perf_counter() - t0)
+        out[arch] = {"tokens_per_s": round(results["ours"], 1), "baseline_tokens_per_s": round(results["baseline"], 1),
+                     "speedup": round(results["ours"] / results["baseline"], 2), "params": sum(p.numel() for p in model.parameters())}
+    if "bahdanau" in out:
+        out["bahdanau"]["epoch_s_estimate"] = round(sum(len(t) + 1 for t in tgt) / out["bahdanau"]["tokens_per_s"], 1)
+    return out
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    flat = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            flat.update(flatten(v, key + "."))
+        else:
+            flat[key] = v
+    return flat
+
+
+def markdown_report(report: dict) -> str:
+    d, a, t = report["decode"], report["app"], report["train"]
+    lines = [f"Measured by `python -m seq2seq.bench` on {report['machine']} ({report['when']}).", "",
+             f"Decoding `translate-bahdanau`, {d['sentences']} sentences of test 2016, CPU, {d['threads']} threads "
+             f"({d['timing']}):", "",
+             "| way | seconds | sentences/s | vs tutorial loop |", "| --- | --- | --- | --- |",
+             f"| (a) tutorial: one sentence at a time, Python loop | {d['loop_s']} | {d['loop_sentences_per_s']} | 1.0× |",
+             f"| (b) ours: batched greedy | {d['greedy_s']} | {d['greedy_sentences_per_s']} | {d['speedup_greedy']}× |",
+             f"| (c) ours: batched beam search, width 5 | {d['beam5_s']} | {d['beam5_sentences_per_s']} | {d['speedup_beam5']}× |",
+             "", f"(a) and (b) give identical translations: {d['loop_equals_greedy']}. (b) runs at {d['gflops']} GFLOP/s "
+             f"(analytic matmul count) against {d['matmul_peak_gflops']} GFLOP/s for a 2048² float32 matrix product "
+             "on the same machine in the same run.", "",
+             f"App answer time (one Translate interaction, greedy, {a['inputs']} inputs): p50 {a['p50_ms']} ms, "
+             f"p95 {a['p95_ms']} ms. Cold start of `streamlit run` to the first heatmap in Chromium: "
+             f"{a.get('cold_start_s')} s. Peak memory of the app process with every checkpoint loaded: "
+             f"{a.get('peak_rss_mib')} MiB.", "",
+             f"Training throughput on {t['device']} (target tokens/s, {t['batches_timed']} batches of 128 after 2 warm-up):",
+             "", "| arch | ours | tutorial loop | speedup |", "| --- | --- | --- | --- |"]
+    for arch in ("lstm", "gru", "bahdanau", "luong"):
+        if arch in t:
+            lines.append(f"| {arch} | {t[arch]['tokens_per_s']:,.0f} | {t[arch]['baseline_tokens_per_s']:,.0f} | {t[arch]['speedup']}× |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m seq2seq.bench", description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cpu", help="device for the training benchmark (decoding is always CPU)")
+    p.add_argument("--data-dir", default="../shared/data/multi30k")
+    p.add_argument("--cache", default=None)
+    p.add_argument("--checkpoint", default=str(ROOT / "checkpoints" / "translate-bahdanau"))
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--quick", action="store_true", help="reduced run for CI")
+    p.add_argument("--no-browser", action="store_true", help="skip cold start / peak memory")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--write", default=None, help="replace the README's bench section with the report")
+    args = p.parse_args(argv)
+    data = tokenized_multi30k(args.data_dir, args.cache)
+    ck = Path(args.checkpoint)
+    report = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}",
+              "when": time.strftime("%Y-%m-%d"), "quick": args.quick}
+    report["decode"] = bench_decoding(ck, data, args.quick, 1 if args.quick else args.repeats)
+    report["app"] = bench_app_interaction(ck, data, args.quick)
+    if not args.no_browser:
+        report["app"].update(bench_app_server(args.quick))
+    report["train"] = bench_training(data, torch.device(args.device), args.quick)
+    if args.device == "cuda":
+        report["train"]["device_name"] = torch.cuda.get_device_name()
+    if args.write:
+        import re
+        path = Path(args.write)
+        text = path.read_text()
+        start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{markdown_report(report)}\n{end}",
+                      text, flags=re.S)
+        path.write_text(text)
+    print(json.dumps(report) if args.json else markdown_report(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Exposure bias, made visible: the same input decoded teacher-forced and free-running.
+
+Teacher-forced: at every step the decoder is fed the gold previous token (as in training
+with ratio 1), and we record what it would write (its argmax). Free-running: it is fed its
+own previous output (greedy decoding, as at test time). The two agree until the
+free-running decoder makes its first mistake; after that it reads a prefix it never saw in
+training, and errors tend to compound."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .alignment import first_divergence
+from .decoding import greedy_decode
+from .models import Seq2Seq
+from .vocab import EOS, EOS_ID, SOS_ID
+
+SPACE_MARK = "␣"     # spaces shown so a person can see them in a table
+
+
+@dataclass
+class Replay:
+    gold: list[str]               # reference tokens, then <eos>
+    forced: list[str]             # teacher-forced argmax at each gold step
+    forced_prob: list[float]      # its probability
+    forced_gold_prob: list[float]  # probability given to the gold token (teacher-forced)
+    free: list[str]               # free-running greedy output, with <eos> if the model ended
+    free_prob: list[float]        # probability of each free-running token
+    divergence: int | None        # first step (0-based) where free-running leaves the gold sequence
+    forced_errors: list[int]      # steps where even the teacher-forced argmax is wrong
+
+    @property
+    def free_matches(self) -> bool:
+        return self.divergence is None
+
+
+@torch.inference_mode()
+def teacher_forced_steps(model: Seq2Seq, src_ids: list[int], gold_ids: list[int]):
+    """Feed <sos>, gold_1, ..., gold_n; return per step (argmax id, its prob, prob of the
+    gold token), for n + 1 steps (the last one should predict <eos>)."""
+    device = next(model.parameters()).device
+    src = torch.tensor([src_ids], dtype=torch.long, device=device)            # [1, S]
+    src_lens = torch.tensor([len(src_ids)], dtype=torch.long)                 # [1]
+    memory, state = model.encode(src, src_lens)
+    targets = list(gold_ids) + [EOS_ID]
+    prev = torch.tensor([SOS_ID], dtype=torch.long, device=device)           # [1]
+    out = []
+    for target in targets:
+        logits, state, _ = model.decode_step(prev, state, memory)             # [1, V]
+        probs = F.softmax(logits.float(), -1)[0]                              # [V]
+        best = int(probs.argmax())
+        out.append((best, float(probs[best]), float(probs[target])))
+        prev = torch.tensor([target], dtype=torch.long, device=device)       # gold, whatever it predicted
+    return out
+
+
+def replay(model: Seq2Seq, src_ids: list[int], gold_ids: list[int], itos: list[str],
+           max_extra: int = 10) -> Replay:
+    """Both decodings of one input. The free-running decoder may run `max_extra` steps
+    past the gold length before it is cut off. The model is only read (eval mode, no
+    gradients), so a shared cached model is safe to use."""
+    forced = teacher_forced_steps(model, src_ids, gold_ids)
+    device = next(model.parameters()).device
+    src = torch.tensor([src_ids], dtype=torch.long, device=device)
+    hyp = greedy_decode(model, src, torch.tensor([len(src_ids)]), max_len=len(gold_ids) + 1 + max_extra, topk=1)[0]
+    gold = [itos[i] for i in gold_ids] + [EOS]
+    free = [itos[i] for i in hyp.step_tokens]
+    forced_tokens = [itos[i] for i, _, _ in forced]
+    return Replay(gold=gold, forced=forced_tokens, forced_prob=[p for _, p, _ in forced],
+                  forced_gold_prob=[g for _, _, g in forced], free=free, free_prob=list(hyp.step_probs),
+                  divergence=first_divergence(free, gold),
+                  forced_errors=[t for t, (f, g) in enumerate(zip(forced_tokens, gold)) if f != g])
+
+
+def visible(token: str) -> str:
+    """A token as plain text in a table: spaces made visible (never markup)."""
+    return SPACE_MARK if token == " " else token
+
+
+def replay_rows(r: Replay) -> list[dict]:
+    """One row per step: the gold token, the teacher-forced guess, the free-running token."""
+    rows = []
+    for t in range(max(len(r.gold), len(r.free))):
+        gold = r.gold[t] if t < len(r.gold) else ""
+        free = r.free[t] if t < len(r.free) else ""
+        forced = r.forced[t] if t < len(r.forced) else ""
+        if r.divergence is not None and t == r.divergence:
+            note = "free-running diverges here"
+        elif r.divergence is not None and t > r.divergence:
+            note = "after divergence (own prefix)"
+        else:
+            note = ""
+        rows.append({
+            "step": t + 1,
+            "gold": visible(gold),
+            "teacher-forced argmax": visible(forced),
+            "p(gold | gold prefix)": round(r.forced_gold_prob[t], 4) if t < len(r.forced_gold_prob) else None,
+            "free-running": visible(free),
+            "p(free token)": round(r.free_prob[t], 4) if t < len(r.free_prob) else None,
+            "forced ok": (forced == gold) if t < len(r.forced) else None,
+            "free ok": (free == gold) if t < len(r.free) and t < len(r.gold) else False,
+            "note": note,
+        })
+    return rows

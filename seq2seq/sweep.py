@@ -1,0 +1,473 @@
+"""Teacher forcing vs scheduled sampling: train the same model under every policy and
+write one compact results file per sweep.
+
+    python -m seq2seq.sweep reverse [--device cuda] [--jobs N] [size options]
+    python -m seq2seq.sweep translate --data-dir ../shared/data/multi30k --cache cache/multi30k-tokens.json.gz
+
+reverse:   archs gru and bahdanau; constant ratios 0, 0.25, 0.5, 0.75, 1 and the linear,
+           exponential and inverse-sigmoid decays; 3 seeds each.
+translate: bahdanau; constant ratios 0, 0.5, 1 and the inverse-sigmoid decay; 1 seed.
+
+The decays are parameterized from the planned number of training batches so each goes
+from ~1 at the first batch to ~0 (END_RATIO) at the last. Early stopping is off, so every
+run sees its whole schedule; train() returns the best epoch's weights (by the free-running
+validation metric) and those are evaluated.
+
+Every run goes through seq2seq.train.train(). Runs are spread over `--jobs` worker
+processes (spawned, so CUDA works: on a GPU machine every worker trains on the one GPU).
+The results file (default checkpoints/sweeps/<sweep>.json) is rewritten atomically after
+every finished run, so an interrupted sweep leaves its finished runs readable; `--resume`
+skips runs already in the file with the same configuration. Weights (float16) are kept for
+the first seed of every reversal setting and for every translation run under
+checkpoints/sweeps/<sweep>/<run-name>/."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import multiprocessing
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import ModelConfig, TeacherForcingConfig, TrainConfig
+from .data import bucketed_batches
+from .schedules import describe, teacher_forcing_ratio
+
+FORMAT_VERSION = 1
+SWEEPS = ("reverse", "translate")
+END_RATIO = 0.01             # every decay reaches this (or less) at the last planned batch
+EVAL_SEED = 987654           # evaluation sequences differ from the training and validation seeds
+DECAY_SLUGS = {"linear": "linear", "exponential": "exponential", "inverse_sigmoid": "inverse-sigmoid"}
+DECAY_LABELS = {"linear": "linear decay", "exponential": "exponential decay",
+                "inverse_sigmoid": "inverse-sigmoid decay"}
+
+# The full sweeps (GPU sizes). The reduced CPU form changes only the size options.
+FULL = {
+    "reverse": dict(archs=("gru", "bahdanau"), constants=(0.0, 0.25, 0.5, 0.75, 1.0),
+                    decays=("linear", "exponential", "inverse_sigmoid"), seeds=3,
+                    epochs=10, train_size=20000, max_len=20, emb=32, hidden=128, attn_dim=64,
+                    batch_size=128, lr=3e-3, val_size=1000, eval_n=200, keep="first-seed"),
+    "translate": dict(archs=("bahdanau",), constants=(0.0, 0.5, 1.0), decays=("inverse_sigmoid",), seeds=1,
+                      epochs=10, train_size=None, max_len=None, emb=256, hidden=512, attn_dim=256,
+                      batch_size=128, lr=1e-3, val_size=None, eval_n=None, keep="all"),
+}
+SIZE_OPTIONS = ("archs", "seeds", "epochs", "train_size", "max_len", "emb", "hidden", "attn_dim",
+                "batch_size", "lr", "val_size", "eval_n")
+
+
+# ---------------------------------------------------------------- the settings grid
+@dataclass(frozen=True)
+class Setting:
+    label: str                      # what a person reads: "constant 0.25", "linear decay"
+    slug: str                       # for run names and folders: "tf0.25", "linear"
+    tf: TeacherForcingConfig
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "slug": self.slug, "teacher_forcing": self.tf.to_dict(),
+                "description": describe(self.tf)}
+
+
+def constant_setting(ratio: float) -> Setting:
+    return Setting(f"constant {ratio:g}", f"tf{ratio:g}", TeacherForcingConfig("constant", ratio=float(ratio)))
+
+
+def inverse_sigmoid_k(total_batches: int, end: float = END_RATIO) -> float:
+    """k with k / (k + exp(total/k)) = end: the largest k (slowest decay, start nearest 1)
+    that still reaches `end` by the last batch. The value at `total` grows with k, so
+    bisect; k >= 1 keeps the start at 0.5 or more."""
+    def at_end(k: float) -> float:
+        return k / (k + math.exp(min(total_batches / k, 700.0)))
+
+    lo, hi = 1.0, max(2.0, float(total_batches))
+    if at_end(lo) > end:          # too few batches to get there: decay as fast as allowed
+        return 1.0
+    for _ in range(100):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if at_end(mid) <= end else (lo, mid)
+    return round(lo, 4)
+
+
+def decay_setting(kind: str, total_batches: int, end: float = END_RATIO) -> Setting:
+    """A decay from ~1 at batch 0 to <= `end` at batch `total_batches`."""
+    n = max(1, int(total_batches))
+    if kind == "linear":
+        tf = TeacherForcingConfig("linear", k=1.0, c=1.0 / n, eps_min=0.0)        # 0 at batch n
+    elif kind == "exponential":
+        tf = TeacherForcingConfig("exponential", k=round(end ** (1.0 / n), 8))     # end at batch n
+    elif kind == "inverse_sigmoid":
+        tf = TeacherForcingConfig("inverse_sigmoid", k=inverse_sigmoid_k(n, end))
+    else:
+        raise ValueError(f"unknown decay {kind!r}; expected one of {tuple(DECAY_SLUGS)}")
+    return Setting(DECAY_LABELS[kind], DECAY_SLUGS[kind], tf)
+
+
+def sweep_settings(sweep: str, total_batches: int) -> list[Setting]:
+    spec = FULL[sweep]
+    return ([constant_setting(r) for r in spec["constants"]]
+            + [decay_setting(kind, total_batches) for kind in spec["decays"]])
+
+
+def batches_per_epoch(n_examples: int, batch_size: int) -> int:
+    """What train() will see: the same bucketing, so the count is exact."""
+    return len(bucketed_batches([1] * n_examples, batch_size, shuffle=True))
+
+
+def schedule_check(tf: TeacherForcingConfig, total_batches: int) -> dict:
+    """The ratio at the first, middle and last planned batch (recorded with each setting)."""
+    return {"start": round(teacher_forcing_ratio(tf, 0), 4),
+            "middle": round(teacher_forcing_ratio(tf, total_batches // 2), 4),
+            "end": round(teacher_forcing_ratio(tf, total_batches), 4)}
+
+
+@dataclass
+class RunSpec:
+    """Everything one worker needs (picklable: plain data only)."""
+    sweep: str
+    name: str
+    arch: str
+    label: str
+    seed: int
+    model: dict                     # ModelConfig.to_dict()
+    train: dict                     # TrainConfig.to_dict(), seed and teacher forcing set
+    device: str
+    threads: int                    # torch threads in the worker (0: leave torch's default)
+    keep_dir: str | None            # absolute checkpoint directory, or None
+    keep_rel: str | None            # the same, relative to the results file's folder
+    eval_lengths: tuple[int, int] | None
+    eval_n: int | None
+    data_dir: str | None
+    cache: str | None
+
+
+def plan(sweep: str, opts: dict, out_path: Path, device: str, threads: int,
+         data_dir: str | None = None, cache: str | None = None, train_examples: int | None = None,
+         only: list[str] | None = None) -> tuple[list[RunSpec], dict]:
+    """The grid: archs x settings x seeds -> run specs, plus the sweep's shared configuration.
+
+    `opts` holds the size options (SIZE_OPTIONS). `train_examples` is the translation
+    training-set size (reversal draws `train_size` fresh sequences per epoch). `only`
+    keeps the settings with these labels or slugs (for quick partial sweeps)."""
+    if sweep not in SWEEPS:
+        raise ValueError(f"unknown sweep {sweep!r}; expected one of {SWEEPS}")
+    n_train = opts["train_size"] if sweep == "reverse" else train_examples
+    if not n_train:
+        raise ValueError("the number of training examples per epoch is needed to plan the decays")
+    total_batches = batches_per_epoch(n_train, opts["batch_size"]) * opts["epochs"]
+    settings = sweep_settings(sweep, total_batches)
+    if only:
+        settings = [s for s in settings if s.label in only or s.slug in only]
+        if not settings:
+            raise ValueError(f"--settings {only} matches none of the sweep's settings")
+    task = "reverse" if sweep == "reverse" else "translate"
+    from .train import PRESETS
+
+    model_base = dict(PRESETS[task], emb_dim=opts["emb"], hidden_dim=opts["hidden"], attn_dim=opts["attn_dim"])
+    train_base = dict(task=task, epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"],
+                      patience=0, eval_beam=1, half_weights=True)
+    if task == "reverse":
+        train_base.update(reverse_min_len=1, reverse_max_len=opts["max_len"], reverse_train_size=opts["train_size"],
+                          reverse_val_size=opts["val_size"])
+    keep = opts.get("keep", FULL[sweep]["keep"])
+    seeds = [1 + i for i in range(opts["seeds"])]
+    ckpt_root = out_path.parent / sweep
+    specs = []
+    for arch in opts["archs"]:
+        for setting in settings:
+            for seed in seeds:
+                name = f"{arch}-{setting.slug}-s{seed}"
+                kept = keep == "all" or (keep == "first-seed" and seed == seeds[0])
+                model_cfg = ModelConfig(arch=arch, **model_base)
+                train_cfg = TrainConfig(**train_base, seed=seed, teacher_forcing=setting.tf)
+                specs.append(RunSpec(
+                    sweep, name, arch, setting.label, seed, model_cfg.to_dict(), train_cfg.to_dict(), device,
+                    threads, str((ckpt_root / name).resolve()) if kept else None,
+                    f"{sweep}/{name}" if kept else None,
+                    (1, opts["max_len"]) if task == "reverse" else None,
+                    opts["eval_n"] if task == "reverse" else None, data_dir, cache))
+    shared = {"total_batches": total_batches, "batches_per_epoch": total_batches // opts["epochs"],
+              "settings": [dict(s.to_dict(), schedule=schedule_check(s.tf, total_batches)) for s in settings],
+              "archs": list(opts["archs"]), "seeds": seeds,
+              "model": {k: v for k, v in ModelConfig(arch=opts["archs"][0], **model_base).to_dict().items()
+                        if k not in ("arch", "src_vocab_size", "tgt_vocab_size")},
+              "train": {k: v for k, v in TrainConfig(**train_base).to_dict().items()
+                        if k not in ("seed", "teacher_forcing")},
+              "eval": ({"lengths": [1, opts["max_len"]], "n_per_length": opts["eval_n"], "seed": EVAL_SEED,
+                        "decoding": "greedy"} if task == "reverse" else
+                       {"split": "val", "decoding": "greedy", "position_accuracy": "token id equality "
+                        "against the reference at each output position (missing output counts as wrong)"})}
+    return specs, shared
+
+
+# ---------------------------------------------------------------- one run (in a worker)
+def position_accuracy(outputs: list[list[int]], targets: list[list[int]]) -> dict[str, float]:
+    """Share of references whose token at position p (1-based) the output matches exactly;
+    positions past the end of the output count as wrong. Later positions average over
+    fewer (longer) references."""
+    hits: dict[int, int] = {}
+    total: dict[int, int] = {}
+    for out, ref in zip(outputs, targets):
+        for p, tok in enumerate(ref):
+            total[p] = total.get(p, 0) + 1
+            hits[p] = hits.get(p, 0) + int(p < len(out) and out[p] == tok)
+    return {str(p + 1): round(hits[p] / total[p], 4) for p in sorted(total)}
+
+
+def run_one(spec: RunSpec) -> dict:
+    """Train one setting with one seed, evaluate it free-running, keep its weights if asked.
+    Failures come back as a run with an "error" (the sweep goes on)."""
+    import torch
+
+    from .checkpoint import save_checkpoint
+    from .evaluate import decode_corpus, evaluate_reversal, mean_over
+    from .train import choose_device, load_task_data, train
+
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    base = {"name": spec.name, "arch": spec.arch, "setting": spec.label, "seed": spec.seed,
+            "teacher_forcing": spec.train["teacher_forcing"], "checkpoint": None}
+    t0 = time.perf_counter()
+    try:
+        device = choose_device(spec.device)
+        model_cfg, cfg = ModelConfig.from_dict(dict(spec.model)), TrainConfig.from_dict(dict(spec.train))
+        data = load_task_data(cfg, spec.data_dir, spec.cache)
+        final_eval = cfg.task == "translate"      # translation: val and test BLEU in the card
+        model, card = train(model_cfg, cfg, None, data, device, name=spec.name, progress=False,
+                            final_eval=final_eval)
+        history = card["history"]
+        if cfg.task == "reverse":
+            lo, hi = spec.eval_lengths
+            rev = evaluate_reversal(model, data.src_vocab, range(lo, hi + 1), spec.eval_n, EVAL_SEED, device)
+            em = rev["exact_match_by_length"]
+            final = {"exact_match": mean_over(em, lo, hi),
+                     "val_exact_match": max((h["val_exact_match"] for h in history), default=None)}
+            card["metrics"] = {"val": {"exact_match": final["val_exact_match"],
+                                       "ppl": min((h["val_ppl"] for h in history), default=None)},
+                               "reversal": rev, f"exact_match_{lo}_{hi}": final["exact_match"]}
+            extra = {"accuracy_by_position": rev["accuracy_by_position"], "exact_match_by_length": em,
+                     "edit_distance_by_length": rev["edit_distance_by_length"]}
+        else:
+            m = card["metrics"]
+            final = {"bleu": m["test2016"]["bleu"], "sacrebleu": m["test2016"]["sacrebleu"],
+                     "bleu_val": m["val"]["bleu"], "ppl": m["test2016"]["ppl"]}
+            outs = decode_corpus(model, data.val.src, device, beam=1)
+            extra = {"accuracy_by_position": position_accuracy(outs, data.val.tgt)}
+        if spec.keep_dir:
+            save_checkpoint(spec.keep_dir, model, data.src_vocab, data.tgt_vocab, card, half=True)
+        prov = card["provenance"]
+        return {**base, "history": history, "final": final, **extra,
+                "checkpoint": spec.keep_rel if spec.keep_dir else None,
+                "provenance": {k: prov.get(k) for k in ("device", "device_name", "cpu_threads", "torch_version",
+                                                        "mixed_precision", "trained_at", "mean_tokens_per_s")},
+                "seconds": round(time.perf_counter() - t0, 1)}
+    except Exception as e:  # noqa: BLE001 - one failed run must not lose the others
+        return {**base, "error": f"{type(e).__name__}: {e}", "seconds": round(time.perf_counter() - t0, 1)}
+
+
+# ---------------------------------------------------------------- results file
+def dumps_results(results: dict) -> str:
+    """Compact but diffable JSON: the header indented, then one line per run."""
+    head = {k: v for k, v in results.items() if k != "runs"}
+    lines = [json.dumps(r, ensure_ascii=False, separators=(",", ":")) for r in results.get("runs", [])]
+    head_text = json.dumps(head, ensure_ascii=False, indent=1)
+    runs_text = '"runs": [\n' + ",\n".join(lines) + "\n]" if lines else '"runs": []'
+    if head:
+        return head_text[:-2] + ",\n " + runs_text + "\n}\n"
+    return "{" + runs_text + "}\n"
+
+
+def write_results(path: str | os.PathLike, results: dict) -> None:
+    """Atomic: written to a temporary file in the same folder, then renamed over `path`.
+    A failure (unserializable value, full disk) leaves the previous file and no temp file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        text = dumps_results(results)
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_results(path: str | os.PathLike) -> dict:
+    """Read and check a results file; raises Seq2SeqError with a message for a person."""
+    from .errors import Seq2SeqError
+
+    path = Path(path)
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise Seq2SeqError(f"{path}: no sweep results file") from e
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise Seq2SeqError(f"{path}: not a readable results file ({e})") from e
+    if not isinstance(results, dict) or not isinstance(results.get("runs"), list):
+        raise Seq2SeqError(f"{path}: not a sweep results file (no list of runs)")
+    version = results.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise Seq2SeqError(f"{path}: format_version {version!r} is not one this code reads ({FORMAT_VERSION})")
+    for i, run in enumerate(results["runs"]):
+        missing = [k for k in ("arch", "setting", "seed") if k not in run]
+        if missing:
+            raise Seq2SeqError(f"{path}: run {i} lacks {missing}")
+    return results
+
+
+# ---------------------------------------------------------------- the command
+def _options(sweep: str, args) -> dict:
+    opts = dict(FULL[sweep])
+    for key in SIZE_OPTIONS + ("keep",):
+        value = getattr(args, key, None)
+        if value is not None:
+            opts[key] = tuple(value.split(",")) if key == "archs" else value
+    return opts
+
+
+def _is_full(sweep: str, opts: dict) -> bool:
+    return all(opts[k] == FULL[sweep][k] for k in SIZE_OPTIONS)
+
+
+def full_command(sweep: str) -> str:
+    extra = " --data-dir ../shared/data/multi30k --cache cache/multi30k-tokens.json.gz" if sweep == "translate" else ""
+    return f"python -m seq2seq.sweep {sweep} --device cuda{extra}"
+
+
+def run_sweep(sweep: str, opts: dict, out_path: Path, device: str = "auto", jobs: int | None = None,
+              data_dir: str | None = None, cache: str | None = None, resume: bool = False,
+              only: list[str] | None = None, command: str = "", threads: int | None = None, log=print) -> dict:
+    """Plan, train every run (in parallel workers when jobs > 1), write the results file."""
+    import torch
+
+    from .checkpoint import git_commit
+    from .train import choose_device, load_task_data
+
+    out_path = Path(out_path)
+    cpus = os.cpu_count() or 1
+    jobs = max(1, jobs or cpus)
+    resolved = choose_device(device).type
+    if threads is None:            # share the cores; jobs 1 keeps torch's own choice
+        threads = 0 if jobs == 1 else max(1, cpus // jobs)
+    train_examples = None
+    if sweep == "translate":      # load once here: fails fast on missing data, and sizes the decays
+        probe = TrainConfig(task="translate")
+        train_examples = len(load_task_data(probe, data_dir, cache).train_fixed)
+    specs, shared = plan(sweep, opts, out_path, resolved, threads, data_dir, cache, train_examples, only)
+    full = _is_full(sweep, opts) and not only
+    results = {
+        "format_version": FORMAT_VERSION, "sweep": sweep, "task": "reverse" if sweep == "reverse" else "translate",
+        "metric": "exact_match" if sweep == "reverse" else "bleu",
+        "scale": "full" if full else "reduced",
+        "note": ("the full sweep" if full else
+                 f"a reduced {resolved.upper()} sweep (smaller models, data or grid than the full one); "
+                 f"the full sweep is: {full_command(sweep)}"),
+        "full_command": full_command(sweep), "command": command,
+        "options": {k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()},
+        **shared,
+        "device": resolved, "jobs": jobs, "threads_per_job": threads or torch.get_num_threads(), "git_commit": git_commit(), "torch_version": torch.__version__,
+        "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "complete": False, "wall_seconds": None, "runs": [],
+    }
+    done: dict[str, dict] = {}
+    if resume and out_path.is_file():
+        old = load_results(out_path)
+        same = all(old.get(k) == results[k] for k in ("options", "settings", "model", "train", "eval"))
+        if same:
+            done = {r["name"]: r for r in old["runs"] if "error" not in r}
+            log(f"resuming: {len(done)} finished runs kept from {out_path}")
+        else:
+            log(f"--resume: {out_path} was made with another configuration; starting over")
+    order = {s.name: i for i, s in enumerate(specs)}
+    todo = [s for s in specs if s.name not in done]
+    log(f"{sweep} sweep: {len(specs)} runs ({len(todo)} to train) on {resolved}, {jobs} worker(s), "
+        f"{shared['total_batches']} batches each")
+
+    def record(run: dict) -> None:
+        done[run["name"]] = run
+        results["runs"] = sorted(done.values(), key=lambda r: order.get(r["name"], len(order)))
+        results["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        write_results(out_path, results)
+        status = run.get("error") or json.dumps(run["final"])
+        log(f"[{len(done)}/{len(specs)}] {run['name']} ({run['seconds']} s): {status}")
+
+    t0 = time.perf_counter()
+    if jobs == 1:
+        for spec in todo:
+            record(run_one(spec))
+    else:
+        ctx = multiprocessing.get_context("spawn")    # fork + torch threads (or CUDA) can hang
+        with ProcessPoolExecutor(max_workers=min(jobs, max(1, len(todo))), mp_context=ctx) as pool:
+            futures = [pool.submit(run_one, spec) for spec in todo]
+            for fut in as_completed(futures):
+                record(fut.result())
+    results["complete"] = True
+    results["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    results["runs"] = sorted(done.values(), key=lambda r: order.get(r["name"], len(order)))
+    write_results(out_path, results)
+    return results
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m seq2seq.sweep", description=__doc__.split("\n")[0])
+    p.add_argument("sweep", choices=SWEEPS, nargs="?", default="reverse")
+    p.add_argument("--out", help="results file (default checkpoints/sweeps/SWEEP.json); kept weights go "
+                                 "next to it, in SWEEP/RUN-NAME/")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: number of CPUs)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per worker (default: CPUs / jobs; with --jobs 1 torch's default)")
+    p.add_argument("--resume", action="store_true", help="skip runs already in --out with the same configuration")
+    p.add_argument("--settings", default=None, help="comma-separated labels or slugs to run (default: all)")
+    p.add_argument("--data-dir", default="../shared/data/multi30k", help="translate: Multi30k release files")
+    p.add_argument("--cache", default=None, help="translate: token cache JSON.gz (read if present, else written)")
+    g = p.add_argument_group("sizes (defaults: the full sweep)")
+    g.add_argument("--archs", help="comma-separated, e.g. gru,bahdanau")
+    g.add_argument("--seeds", type=int, help="seeds per setting (1, 2, ...)")
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--train-size", type=int, help="reverse: fresh sequences per epoch")
+    g.add_argument("--max-len", type=int, help="reverse: longest training (and evaluation) sequence")
+    g.add_argument("--val-size", type=int, help="reverse: validation sequences")
+    g.add_argument("--eval-n", type=int, help="reverse: evaluation sequences per length")
+    g.add_argument("--emb", type=int)
+    g.add_argument("--hidden", type=int)
+    g.add_argument("--attn-dim", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--lr", type=float)
+    g.add_argument("--keep", choices=("first-seed", "all", "none"), help="which runs keep their weights")
+    return p
+
+
+def main(argv=None) -> int:
+    from .errors import Seq2SeqError
+
+    args = build_parser().parse_args(argv)
+    opts = _options(args.sweep, args)
+    from .config import ARCHS
+    bad = [a for a in opts["archs"] if a not in ARCHS]
+    if bad:
+        print(f"error: unknown archs {bad}; expected some of {ARCHS}", file=sys.stderr)
+        return 2
+    out = Path(args.out or Path(__file__).resolve().parents[1] / "checkpoints" / "sweeps" / f"{args.sweep}.json")
+    only = [s.strip() for s in args.settings.split(",") if s.strip()] if args.settings else None
+    command = "python -m seq2seq.sweep " + " ".join(sys.argv[1:] if argv is None else argv)
+    try:
+        results = run_sweep(args.sweep, opts, out, args.device, args.jobs, args.data_dir, args.cache,
+                            args.resume, only, command, args.threads, log=lambda m: print(m, file=sys.stderr, flush=True))
+    except (Seq2SeqError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    failed = [r["name"] for r in results["runs"] if "error" in r]
+    print(f"wrote {out}: {len(results['runs'])} runs in {results['wall_seconds']} s"
+          + (f"; {len(failed)} failed: {failed}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+import csv
+import io
+import json
+
+import numpy as np
+import pandas as pd
+
+from seq2seq import figures
+from seq2seq.alignment import diagonality, first_divergence, mirrored_positions, row_entropy
+
+
+def test_heatmap_keeps_repeated_tokens_apart_and_escapes_html():
+    src = ["der", "<b>x</b>", "der", " "]
+    out = ["the", "the", "x"]
+    A = np.array([[0.7, 0.1, 0.1, 0.1], [0.1, 0.1, 0.7, 0.1], [0.0, 1.0, 0.0, 0.0]])
+    fig = figures.alignment_heatmap(src, out, A, source_unknown=[False, True, False, False])
+    spec = json.loads(fig.to_json())
+    hm = spec["data"][0]
+    assert hm["type"] == "heatmap"
+    assert np.allclose(np.array(hm["z"]), A)
+    assert hm["x"] == [0, 1, 2, 3] and hm["y"] == [0, 1, 2]       # positions, not tokens
+    xt = spec["layout"]["xaxis"]["ticktext"]
+    assert xt == ["der", "&lt;b&gt;x&lt;/b&gt; (?)", "der", "␣"]
+    assert spec["layout"]["yaxis"]["ticktext"] == ["the", "the", "x"]
+    assert "<b>x</b>" not in fig.to_json()
+    assert "Attention" in spec["layout"]["title"]["text"]
+
+
+def test_saliency_heatmap_is_labeled_and_ideal_line_is_the_antidiagonal():
+    fig = figures.alignment_heatmap(list("abc"), list("cba"), np.eye(3)[::-1], kind="saliency", ideal_antidiagonal=True)
+    spec = json.loads(fig.to_json())
+    assert "not attention" in spec["layout"]["title"]["text"]
+    line = spec["data"][1]
+    assert line["x"] == [2, 1, 0] and line["y"] == [0, 1, 2]
+
+
+def test_step_figure_has_one_frame_per_step_with_the_step_weights():
+    steps = [{"token": "c", "prob": 0.9, "topk": [["c", 0.9], ["b", 0.05]]},
+             {"token": "b", "prob": 0.8, "topk": [["b", 0.8], ["a", 0.1]]},
+             {"token": "<eos>", "prob": 0.99, "topk": [["<eos>", 0.99], ["a", 0.01]]}]
+    W = np.array([[0, 0.1, 0.9], [0.1, 0.8, 0.1], [0.4, 0.3, 0.3]])
+    fig = figures.step_figure(list("abc"), steps, W, forced_rows=1)
+    spec = json.loads(fig.to_json())
+    assert len(spec["frames"]) == 3
+    assert np.allclose(spec["frames"][1]["data"][0]["y"], W[1])
+    assert spec["frames"][2]["data"][1]["text"][0].startswith("&lt;eos&gt;")
+    assert "(forced)" in spec["frames"][0]["layout"]["title"]["text"]
+    assert "(forced)" not in spec["frames"][1]["layout"]["title"]["text"]
+    assert len(spec["layout"]["sliders"][0]["steps"]) == 3
+    assert spec["layout"]["updatemenus"][0]["buttons"][0]["method"] == "animate"
+
+
+def test_beam_tree_marks_the_winner_path():
+    itos = ["<pad>", "<unk>", "<sos>", "<eos>", "a", "b"]
+    tree = [{"tokens": [4, 5], "parents": [0, 0], "scores": [-0.1, -0.5], "finished": [False, False]},
+            {"tokens": [3, 4], "parents": [1, 0], "scores": [-0.3, -0.4], "finished": [False, False]},
+            {"tokens": [0, 3], "parents": [0, 1], "scores": [-0.3, -0.35], "finished": [True, False]}]
+    spec = json.loads(figures.beam_tree_figure(tree, itos).to_json())
+    nodes = spec["data"][3]
+    winners = [(x, y) for x, y, c in zip(nodes["x"], nodes["y"], nodes["marker"]["color"]) if c == "crimson"]
+    # winner: final slot 0 (score -0.3) is the frozen copy of step-1 slot 0 (<eos>), whose parent is step-0 slot 1 (b)
+    assert winners == [(0, 1), (1, 0)]
+    assert (2, 0) not in list(zip(nodes["x"], nodes["y"]))  # frozen copies are not drawn
+
+
+def test_csv_round_trip_and_formula_defused():
+    text = figures.alignment_csv(["=cmd", "b"], ["x"], np.array([[0.25, 0.75]]))
+    rows = list(csv.reader(io.StringIO(text)))
+    assert rows[0] == ["output \\ source", "'=cmd", "b"]
+    assert rows[1][0] == "x" and float(rows[1][1]) == 0.25 and float(rows[1][2]) == 0.75
+
+
+def test_alignment_numbers():
+    assert diagonality(np.eye(4)[::-1]) == 1.0
+    assert diagonality(np.eye(4)) == 0.0
+    assert list(mirrored_positions(5, 3)) == [2, 1, 0, -1, -1]
+    ent = row_entropy(np.array([[1.0, 0.0], [0.5, 0.5]]))
+    assert abs(ent[0]) < 1e-9 and abs(ent[1] - np.log(2)) < 1e-9
+    assert first_divergence(list("abc"), list("abd")) == 2
+    assert first_divergence(list("ab"), list("ab")) is None
+    assert first_divergence(list("ab"), list("abc")) == 2
+
+
+def test_line_chart_carries_the_data():
+    df = pd.DataFrame({"length": [1, 2], "exact match": [1.0, 0.5], "model": ["m", "m"]})
+    spec = figures.line_chart(df, "length", "exact match", "model", "t", rule_x=1.5).to_dict()
+    values = [v for d in spec["datasets"].values() for v in d]
+    assert {"length": 2, "exact match": 0.5, "model": "m"} in values

@@ -1,0 +1,108 @@
+"""The Translate and Reverse pages (AppTest)."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from apptest_util import messages, open_page, plotly_figures
+from conftest import ROOT
+
+CK = ROOT / "checkpoints"
+
+
+def heatmap(at):
+    figs = [f for f in plotly_figures(at) if f["data"] and f["data"][0]["type"] == "heatmap"]
+    assert len(figs) == 1
+    return figs[0]
+
+
+def test_reverse_page_shows_output_heatmap_and_url():
+    at = open_page("pages/reverse.py", {"text": "abc de", "model": "reverse-bahdanau"})
+    assert not at.exception
+    assert at.code[0].value == "ed cba"
+    fig = heatmap(at)
+    z = np.array(fig["data"][0]["z"])
+    assert z.shape == (6, 6)
+    assert np.allclose(z.sum(1), 1, atol=1e-4)
+    assert fig["layout"]["xaxis"]["ticktext"] == ["a", "b", "c", "␣", "d", "e"]
+    assert fig["data"][1]["name"].startswith("ideal")
+    assert float(at.metric[-1].value) > 0.3 or any(m.label == "diagonality" for m in at.metric)
+    assert at.query_params["text"] == ["abc de"] or at.query_params["text"] == "abc de"
+    # the step-by-step figure: one frame per decoder step (6 tokens + <eos>)
+    steps = [f for f in plotly_figures(at) if f.get("frames")]
+    assert len(steps) == 1 and len(steps[0]["frames"]) == 7
+    # the exact-match-by-length chart from the cards is there
+    assert at.get("vega_lite_chart")
+
+
+@pytest.mark.parametrize("text,fragment", [
+    ("   ", "Type something"),
+    ("x" * 200, "truncated"),
+    ("héllo 🙂 مرحبا 你好", "unknown"),
+])
+def test_reverse_page_bad_inputs_give_messages(text, fragment):
+    at = open_page("pages/reverse.py", {"text": text})
+    assert not at.exception
+    assert fragment in messages(at)
+
+
+def test_html_and_markdown_are_shown_literally():
+    text = "<i>x</i> **y** [l](http://e.x) ![i](http://e.x/a.png)"
+    at = open_page("pages/reverse.py", {"text": text})
+    assert not at.exception
+    # nothing from the user went through markdown
+    assert all("<i>" not in m.value and "http" not in m.value for m in at.markdown)
+    for fig in plotly_figures(at):  # the app's own markup never uses <i>
+        assert "<i>" not in json.dumps(fig)
+    assert "&lt;" in json.dumps(heatmap(at)["layout"]["xaxis"]["ticktext"])
+
+
+def test_input_survives_a_page_switch():
+    at = open_page("pages/reverse.py")
+    at.text_area(key="reverse.text").set_value("keep me").run()
+    at.switch_page("pages/home.py").run()
+    at.switch_page("pages/reverse.py").run()
+    assert at.text_area(key="reverse.text").value == "keep me"
+    assert at.code[0].value == "em peek"
+
+
+def test_corrupt_checkpoint_is_reported_and_others_work(tmp_path, monkeypatch):
+    shutil.copytree(CK / "reverse-bahdanau", tmp_path / "reverse-bahdanau")
+    shutil.copytree(CK / "reverse-bahdanau", tmp_path / "reverse-broken")
+    w = tmp_path / "reverse-broken" / "model.safetensors"
+    data = bytearray(w.read_bytes())
+    data[-10] ^= 0xFF
+    w.write_bytes(bytes(data))
+    card = json.loads((tmp_path / "reverse-broken" / "card.json").read_text())
+    card["name"] = "reverse-broken"
+    (tmp_path / "reverse-broken" / "card.json").write_text(json.dumps(card))
+    monkeypatch.setenv("ATTENTION_LAB_CHECKPOINTS", str(tmp_path))
+    at = open_page("pages/reverse.py", {"model": "reverse-broken", "text": "abc"})
+    assert not at.exception
+    assert "sha256" in messages(at) and "reverse-broken" in messages(at)
+    at.selectbox(key="reverse.model").set_value("reverse-bahdanau").run()
+    assert not at.exception and at.code[0].value == "cba"
+
+
+@pytest.mark.skipif(not (CK / "translate-bahdanau").is_dir(), reason="translate checkpoints not committed yet")
+def test_translate_page_attention_beam_prefix_and_saliency():
+    at = open_page("pages/translate.py", {"text": "Zwei Hunde spielen im Schnee.", "model": "translate-bahdanau"})
+    assert not at.exception
+    greedy = at.code[0].value
+    assert greedy and greedy[0].isupper()
+    z = np.array(heatmap(at)["data"][0]["z"])
+    assert z.shape[1] == 6 and np.allclose(z.sum(1), 1, atol=1e-4)
+    at.slider(key="translate.beam").set_value(5).run()
+    assert not at.exception and at.code[0].value
+    at.text_input(key="translate.prefix").set_value("two cats").run()
+    assert not at.exception
+    assert at.code[0].value.lower().startswith("two cats")
+    ticks = heatmap(at)["layout"]["yaxis"]["ticktext"]
+    assert ticks[:2] == ["two (forced)", "cats (forced)"]
+    if (CK / "translate-gru").is_dir():
+        at.text_input(key="translate.prefix").set_value("").run()
+        at.selectbox(key="translate.model").set_value("translate-gru").run()
+        assert not at.exception
+        assert "saliency" in messages(at)
+        assert "not attention" in heatmap(at)["layout"]["title"]["text"]

@@ -1,0 +1,77 @@
+"""The translation path end to end on a tiny synthetic Multi30k-shaped corpus: training,
+validation BLEU, the card's metrics, and the evaluate command reproducing them."""
+import gzip
+import itertools
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+NOUNS = [("hund", "dog"), ("mann", "man"), ("frau", "woman"), ("junge", "boy"), ("katze", "cat")]
+VERBS = [("läuft", "runs"), ("schläft", "sleeps"), ("lacht", "laughs"), ("springt", "jumps")]
+PLACES = [("im park", "in the park"), ("auf der straße", "on the street"), ("", "")]
+
+
+def write_corpus(d):
+    pairs = [(f"Ein {n} {v} {p}.".replace(" .", "."), f"A {e} {w} {q}.".replace(" .", "."))
+             for (n, e), (v, w), (p, q) in itertools.product(NOUNS, VERBS, PLACES)]
+    splits = {"train": pairs * 10, "val": pairs[::5], "test_2016_flickr": pairs[1::6]}
+    for stem, rows in splits.items():
+        with gzip.open(d / f"{stem}.de.gz", "wt", encoding="utf-8") as f:
+            f.write("\n".join(r[0] for r in rows) + "\n")
+        (d / f"{stem}.en").write_text("\n".join(r[1] for r in rows) + "\n", encoding="utf-8")  # plain works too
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("m30k")
+    write_corpus(d)
+    out = d / "translate-luong"
+    proc = subprocess.run(
+        [sys.executable, "-m", "seq2seq.train", "--task", "translate", "--arch", "luong", "--out", str(out),
+         "--data-dir", str(d), "--cache", str(d / "cache.json.gz"), "--state-dir", str(d / "state"),
+         "--emb", "32", "--hidden", "64", "--epochs", "6", "--lr", "5e-3", "--batch-size", "32", "--min-freq", "1", "--eval-beam", "3",
+         "--dropout", "0.0", "--tie-embeddings", "--half", "--device", "cpu"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return d, out
+
+
+def test_card_metrics_and_history(trained):
+    d, out = trained
+    card = json.loads((out / "card.json").read_text())
+    for split in ("val", "test2016"):
+        m = card["metrics"][split]
+        for key in ("bleu", "sacrebleu", "ppl", "decoding", "by_decoding"):
+            assert key in m, (split, key)
+        assert set(m["by_decoding"]) == {"beam1", "beam3"}
+    assert card["metrics"]["test2016"]["bleu"] > 30  # a toy corpus it can learn
+    assert all("val_bleu" in row for row in card["history"])
+    assert card["tokenizers"] == {"src": "spacy:de", "tgt": "spacy:en"}
+    assert card["weights_dtype"] == "float16"
+    assert card["sample"]["output"]
+
+
+def test_evaluate_reproduces_the_card(trained):
+    d, out = trained
+    card = json.loads((out / "card.json").read_text())["metrics"]["test2016"]
+    proc = subprocess.run([sys.executable, "-m", "seq2seq.evaluate", str(out), "--data-dir", str(d),
+                           "--split", "test2016", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    assert res["bleu"] == card["bleu"] and res["sacrebleu"] == card["sacrebleu"]
+    assert res["ppl"] == pytest.approx(card["ppl"], abs=0.01)
+
+
+def test_translate_cli_with_spacy_tokens(trained):
+    d, out = trained
+    proc = subprocess.run([sys.executable, "-m", "seq2seq.translate", str(out), "Ein Hund läuft im Park.", "--json"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    assert res["source_tokens"] == ["ein", "hund", "läuft", "im", "park", "."]
+    assert res["text"][0].isupper()
+    assert len(res["alignment"]) == len(res["output_tokens"])
