@@ -12,8 +12,8 @@ from seq2seq.text import display_text
 from seq2seq.translate import MAX_BEAM
 from seq2seq.vocab import EOS_ID
 
-from .common import (EXAMPLES, get_translator, guarded, init_state, model_entries, model_label, save_state,
-                     set_state, set_url, show_source_notes, sidebar_settings, translate_cached)
+from .common import (EXAMPLES, decode_for_page, init_state, model_entries, model_label, save_state, set_state,
+                     set_url, sidebar_settings)
 from .compare_view import TASKS
 from .inspector import MAX_CHARS, PLOTLY_CONFIG, PREFERRED
 
@@ -107,19 +107,10 @@ def render_beam_search() -> None:
         st.error("No checkpoints were found in checkpoints/.")
         return
     entry, text, width = _controls(entries)
-    if entry["error"]:
-        st.error(f"This model cannot be used: {entry['error']}")
+    decoded = decode_for_page(entry, text, width, settings["topk"], return_tree=True)
+    if decoded is None:
         return
-    if not text.strip():
-        st.info("Type something above, or pick an example.")
-        return
-    translator = guarded(get_translator, entry["path"])
-    if translator is None:
-        return
-    result = guarded(translate_cached, entry["path"], text, width, settings["topk"], return_tree=True)
-    if result is None:
-        return
-    show_source_notes(result.source)
+    translator, result = decoded
 
     st.caption("Winner" + (" (width 1: the greedy output)" if width == 1 else f" of {width} hypotheses"))
     st.code(result.text if result.output_tokens else "(the model wrote nothing)", language=None, wrap_lines=True)

@@ -180,3 +180,23 @@ def show_source_notes(source) -> None:
         st.info(f"{len(unknown)} of {len(source.tokens)} input tokens are unknown to this model "
                 f"(marked (?) in the figures; it reads them as <unk>):")
         st.text(" · ".join(dict.fromkeys(unknown)))
+
+
+def decode_for_page(entry: dict, text: str, beam: int, topk: int, prefix: str = "", return_tree: bool = False):
+    """From a page's controls to a result: says what is in the way (an unusable model,
+    nothing typed, bad input) and returns None, else (translator, result) with the input's
+    notices (truncation, unknown tokens) already shown."""
+    if entry["error"]:
+        st.error(f"This model cannot be used: {entry['error']}")
+        return None
+    if not text.strip():
+        st.info("Type something above, or pick an example.")
+        return None
+    translator = guarded(get_translator, entry["path"])
+    if translator is None:
+        return None
+    result = guarded(translate_cached, entry["path"], text, beam, topk, return_tree=return_tree, prefix=prefix)
+    if result is None:
+        return None
+    show_source_notes(result.source)
+    return translator, result

@@ -7,8 +7,8 @@ import streamlit as st
 from seq2seq import figures
 from seq2seq.alignment import diagonality, row_entropy
 
-from .common import (EXAMPLES, get_translator, guarded, init_state, model_entries, model_label, save_state,
-                     set_state, set_url, show_source_notes, sidebar_settings, translate_cached)
+from .common import (EXAMPLES, decode_for_page, init_state, model_entries, model_label, save_state, set_state,
+                     set_url, sidebar_settings)
 
 PLOTLY_CONFIG = {"displaylogo": False, "displayModeBar": True,
                  "toImageButtonOptions": {"format": "png", "scale": 2, "filename": "attention-lab"}}
@@ -69,20 +69,11 @@ def render_inspector(task: str) -> None:
         st.error("No checkpoints for this task were found in checkpoints/.")
         return
     text, entry, beam, prefix = controls(task, entries)
-    if entry["error"]:
-        st.error(f"This model cannot be used: {entry['error']}")
+    decoded = decode_for_page(entry, text, beam, settings["topk"], prefix=prefix)
+    if decoded is None:
         return
-    if not text.strip():
-        st.info("Type something above, or pick an example.")
-        return
-    translator = guarded(get_translator, entry["path"])
-    if translator is None:
-        return
-    result = guarded(translate_cached, entry["path"], text, beam, settings["topk"], prefix=prefix)
-    if result is None:
-        return
+    translator, result = decoded
     forced = len(translator.prefix_ids(prefix))
-    show_source_notes(result.source)
 
     st.caption("Output" + (" (the first words forced)" if forced else ""))
     st.code(result.text if result.output_tokens else "(the model wrote nothing)", language=None, wrap_lines=True)

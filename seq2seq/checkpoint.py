@@ -5,15 +5,19 @@ everything else is JSON. Loading verifies the card, the sha256 of every file the
 names, and that the tensors fit the model the card describes; anything off raises
 CheckpointError with a message that names the file and what is wrong.
 
-Files are written to temporary names and renamed into place, the card last: an
-interrupted save leaves the previous checkpoint, never a half-written file. (Between the
-renames the card still names the old weights' sha256, so a reader refuses the pair
-rather than loading a mix.)"""
+A save builds the whole new checkpoint in a hidden sibling directory (`.NAME.tmpPID`),
+then swaps directories with two renames (old one aside, new one in). A reader, or a run
+killed at any moment, sees the complete previous checkpoint, the complete new one, or
+(between the two renames, microseconds) none; never a mix of files from two saves.
+Hidden directories are not checkpoints: list_checkpoints skips them, and the next save
+of the same checkpoint removes the ones a killed save left behind."""
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +26,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .config import ModelConfig, TrainConfig
+from .config import TASKS, ModelConfig, TrainConfig
 from .errors import CheckpointError
 from .models import Seq2Seq, build_model, count_params
+from .text import TOKENIZERS
 from .vocab import Vocab
 
 FORMAT_VERSION = 1
@@ -32,6 +37,8 @@ WEIGHTS, CARD, VOCAB = "model.safetensors", "card.json", "vocab.json"
 REQUIRED_CARD_FIELDS = ("format_version", "name", "task", "arch", "config", "params",
                         "teacher_forcing", "metrics", "history", "provenance", "files",
                         "tokenizers")
+CARD_FIELD_TYPES = {"name": str, "task": str, "arch": str, "config": dict, "params": int, "teacher_forcing": dict,
+                    "metrics": dict, "history": list, "provenance": dict, "files": dict, "tokenizers": dict}
 REQUIRED_PROVENANCE = ("device", "device_name", "torch_version", "git_commit", "trained_at",
                        "wall_seconds", "seed", "data")
 
@@ -42,6 +49,21 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    """Push a file (or a directory's entries) to disk, so a power cut after a rename
+    cannot leave a name pointing at missing data."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return                      # e.g. directories on Windows: best effort
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -74,6 +96,8 @@ def save_weights(model: torch.nn.Module, path: Path, dtype: torch.dtype = torch.
                for k, v in unique_state_dict(model).items()}
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     save_file(tensors, str(tmp), metadata={"format": "pt"})
+    os.chmod(tmp, 0o644)   # save_file creates 0600; the app may run as another user
+    _fsync(tmp)
     os.replace(tmp, path)
 
 
@@ -98,9 +122,29 @@ def save_checkpoint(out_dir: str | os.PathLike, model: Seq2Seq, src_vocab: Vocab
     """Write weights, vocabularies and card into `out_dir`; returns the card written.
 
     `card` holds the descriptive fields (name, task, metrics, history, provenance, ...);
-    format, config, params and file hashes are filled in here."""
+    format, config, params and file hashes are filled in here. The directory is replaced
+    as a whole (see the module docstring); other files in it are carried over."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.is_symlink():
+        out = out.resolve()         # swap the directory the link points at, keep the link
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"{out}: exists and is not a directory")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(out)
+    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    tmp.mkdir()
+    try:
+        card = _write_checkpoint_files(tmp, model, src_vocab, tgt_vocab, card, half)
+        if out.is_dir():
+            _carry_over_extra_files(out, tmp)
+        _swap_into_place(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)   # gone already unless the save failed
+    return card
+
+
+def _write_checkpoint_files(out: Path, model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab,
+                            card: dict, half: bool) -> dict:
     save_weights(model, out / WEIGHTS, torch.float16 if half else torch.float32)
     atomic_write_json(out / VOCAB, {"src": src_vocab.to_list(), "tgt": tgt_vocab.to_list()})
     card = dict(card)
@@ -115,7 +159,58 @@ def save_checkpoint(out_dir: str | os.PathLike, model: Seq2Seq, src_vocab: Vocab
     })
     card["weights_sha256"] = card["files"][WEIGHTS]["sha256"]
     atomic_write_json(out / CARD, card)
+    _fsync(out)
     return card
+
+
+def _is_temporary(name: str) -> bool:
+    return name.startswith(".") and ".tmp" in name
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Clear the hidden siblings a killed save of this checkpoint left behind (one writer
+    at a time). A save killed between its two renames left the previous checkpoint aside:
+    put it back first."""
+    pattern = re.compile(rf"\.{re.escape(out.name)}\.tmp\d+(\.old)?")
+    leftovers = sorted(p for p in out.parent.iterdir() if pattern.fullmatch(p.name))
+    if not out.exists():
+        aside = [p for p in leftovers if p.name.endswith(".old") and (p / CARD).is_file()]
+        if aside:
+            os.replace(aside[-1], out)
+            leftovers.remove(aside[-1])
+    for p in leftovers:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+
+
+def _carry_over_extra_files(old: Path, new: Path) -> None:
+    """Files someone put beside the checkpoint (notes, figures) survive a re-save."""
+    for entry in old.iterdir():
+        if entry.name in (WEIGHTS, VOCAB, CARD) or _is_temporary(entry.name) or (new / entry.name).exists():
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, new / entry.name, symlinks=True)
+        else:
+            shutil.copy2(entry, new / entry.name, follow_symlinks=False)
+
+
+def _swap_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished `tmp` to `out`. POSIX cannot rename onto a non-empty directory,
+    so an existing `out` is first renamed aside, and put back if the second rename fails."""
+    if not out.exists():
+        os.replace(tmp, out)
+    else:
+        aside = out.with_name(f".{out.name}.tmp{os.getpid()}.old")
+        os.replace(out, aside)
+        try:
+            os.replace(tmp, out)
+        except BaseException:
+            os.replace(aside, out)
+            raise
+        shutil.rmtree(aside, ignore_errors=True)
+    _fsync(out.parent)
 
 
 @dataclass
@@ -164,11 +259,20 @@ def read_card(ckpt_dir: str | os.PathLike) -> dict:
     missing = [k for k in REQUIRED_CARD_FIELDS if k not in card]
     if missing:
         raise CheckpointError(f"{card_path}: missing fields {missing}")
+    wrong = [f"{k} (expected {t.__name__})" for k, t in CARD_FIELD_TYPES.items() if not isinstance(card[k], t)]
+    if wrong:
+        raise CheckpointError(f"{card_path}: fields of the wrong type: {', '.join(wrong)}")
+    if card["task"] not in TASKS:
+        raise CheckpointError(f"{card_path}: unknown task {card['task']!r}")
+    if set(card["tokenizers"]) != {"src", "tgt"} or not all(t in TOKENIZERS for t in card["tokenizers"].values()):
+        raise CheckpointError(f"{card_path}: tokenizers must name src and tgt from {TOKENIZERS}")
     prov_missing = [k for k in REQUIRED_PROVENANCE if k not in card["provenance"]]
     if prov_missing:
         raise CheckpointError(f"{card_path}: provenance lacks {prov_missing}")
     for fname in (WEIGHTS, VOCAB):
-        if not isinstance(card["files"].get(fname, {}).get("sha256"), str):
+        entry = card["files"].get(fname)
+        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) \
+                or not isinstance(entry.get("bytes", 0), int):
             raise CheckpointError(f"{card_path}: no sha256 recorded for {fname}")
     try:
         ModelConfig.from_dict(card["config"])
@@ -235,7 +339,9 @@ def list_checkpoints(root: str | os.PathLike, task: str | None = None) -> list[P
     if not root.is_dir():
         return []
     out = []
-    for d in sorted(p for p in root.iterdir() if p.is_dir() and (p / CARD).is_file()):
+    # hidden directories are a save in progress, or what a killed one left behind
+    for d in sorted(p for p in root.iterdir()
+                    if p.is_dir() and not p.name.startswith(".") and (p / CARD).is_file()):
         if task is None or d.name.startswith(f"{task}-"):
             out.append(d)
     return out

@@ -184,7 +184,7 @@ def beam_search(model: Seq2Seq, src, src_lens, beam: int = 5, max_len: int | Non
     topp = torch.stack(hist_topp, 1).exp().cpu()
     att = torch.stack(hist_attn, 1).float().cpu().numpy() if hist_attn else None  # [B, T, K, S]
     sc = torch.stack(hist_score, 1).cpu()
-    scores_c, lengths_c, final_c, winner_c = scores.cpu(), lengths.cpu(), final.cpu(), winner.cpu()
+    scores_c, final_c, winner_c = scores.cpu(), final.cpu(), winner.cpu()
 
     hyps = []
     for b, src_len in enumerate(_source_lengths(src_lens)):

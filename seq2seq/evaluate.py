@@ -21,6 +21,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from .cli import ArgumentParser, device_arg, positive_int, run_main
 from .data import PairDataset, collate, generate_reversal, tokenized_multi30k
 from .decoding import decode
 from .errors import Seq2SeqError
@@ -146,17 +147,17 @@ def _parse_lengths(text: str) -> range:
 def main(argv=None) -> int:
     from .checkpoint import load_checkpoint
 
-    p = argparse.ArgumentParser(prog="python -m seq2seq.evaluate",
+    p = ArgumentParser(prog="python -m seq2seq.evaluate",
                                 description="Recompute a checkpoint's metrics.")
     p.add_argument("checkpoint")
     p.add_argument("--data-dir", default="../shared/data/multi30k", help="Multi30k release files (translation)")
     p.add_argument("--cache", default=None, help="token cache (JSON.gz) to read instead of tokenizing")
     p.add_argument("--split", choices=["val", "test2016"], default="test2016")
-    p.add_argument("--beam", type=int, default=None, help="beam width (default: the card's decoding)")
+    p.add_argument("--beam", type=positive_int, default=None, help="beam width (default: the card's decoding)")
     p.add_argument("--alpha", type=float, default=None, help="length-normalization exponent")
     p.add_argument("--lengths", type=_parse_lengths, default=_parse_lengths("1-30"), help="reversal: e.g. 1-30")
-    p.add_argument("--n-per-length", type=int, default=None, help="reversal: sequences per length")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--n-per-length", type=positive_int, default=None, help="reversal: sequences per length")
+    p.add_argument("--device", default="cpu", type=device_arg)
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     try:
@@ -193,4 +194,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

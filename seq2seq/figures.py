@@ -176,12 +176,22 @@ def beam_tree_figure(tree: list[dict], itos: list[str], font_size: int = 14) -> 
         j = tree[t]["parents"][j]
     edge_x, edge_y, win_x, win_y = [], [], [], []
     nodes = {"x": [], "y": [], "text": [], "hover": [], "color": [], "symbol": []}
+    kept = {"x": [], "y": [], "hover": [], "color": [], "lx": [], "ly": []}
     for t, step in enumerate(tree):
         for k in range(K):
             score = step["scores"][k]
-            if step["finished"][k] or not np.isfinite(score):
-                continue  # a frozen copy of a finished hypothesis, or an empty slot
+            if not np.isfinite(score):
+                continue  # an empty slot (fewer candidates than the width)
             p = step["parents"][k]
+            if step["finished"][k]:
+                # an ended hypothesis keeps competing with its frozen score: a small hollow mark
+                kept["x"].append(t)
+                kept["y"].append(k)
+                kept["lx"].extend([t - 1, t, None])
+                kept["ly"].extend([p, k, None])
+                kept["hover"].append(f"step {t + 1}, beam {k + 1}: ended earlier, kept with score {score:.3f}")
+                kept["color"].append("crimson" if (t, k) in on_path else "gray")
+                continue
             px, py = (t - 1, p) if t > 0 else (-1, 0)
             target = (win_x, win_y) if (t, k) in on_path else (edge_x, edge_y)
             target[0].extend([px, t, None])
@@ -203,13 +213,18 @@ def beam_tree_figure(tree: list[dict], itos: list[str], font_size: int = 14) -> 
                              textposition="top center", customdata=nodes["hover"],
                              hovertemplate="%{customdata}<extra></extra>",
                              marker=dict(size=11, color=nodes["color"], symbol=nodes["symbol"]), showlegend=False))
+    fig.add_trace(go.Scatter(x=kept["x"], y=kept["y"], mode="markers", customdata=kept["hover"],
+                             hovertemplate="%{customdata}<extra></extra>", name="ended, still ranked",
+                             marker=dict(size=9, symbol="square-open", color=kept["color"])))
+    fig.add_trace(go.Scatter(x=kept["lx"], y=kept["ly"], mode="lines", hoverinfo="skip", showlegend=False,
+                             line=dict(color="lightgray", width=1, dash="dot")))
     fig.update_layout(
         title=dict(text=f"Beam search, width {K}: every hypothesis kept at each step (winner in red, ■ = ended)"),
         xaxis=dict(title=dict(text="decoder step"), tickmode="array", tickvals=list(range(-1, T)),
                    ticktext=["start"] + [str(t + 1) for t in range(T)], zeroline=False),
         yaxis=dict(title=dict(text="beam slot"), tickmode="array", tickvals=list(range(K)),
                    ticktext=[str(k + 1) for k in range(K)], autorange="reversed", zeroline=False),
-        height=max(320, 70 * K + 160), plot_bgcolor="white", legend=dict(orientation="h", y=-0.15))
+        height=max(340, int(5.5 * font_size) * K + 180), plot_bgcolor="white", legend=dict(orientation="h", y=-0.15))
     return _layout_fonts(fig, font_size)
 
 

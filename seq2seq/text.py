@@ -13,6 +13,14 @@ REVERSE_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789 .,!?'-"
 
 TOKENIZERS = ("spacy:de", "spacy:en", "chars")
 
+# spaCy strips prefixes and suffixes one at a time, copying the rest of the word each
+# time: quadratic in the length of a run without spaces ("(((…" of 9,000 characters took
+# 12 s). Runs longer than this are cut into pieces of this length before spaCy sees them.
+# No real word comes near it (Multi30k's longest is 36 characters), so ordinary text
+# tokenizes exactly as before.
+MAX_WORD_CHARS = 100
+_LONG_RUN = re.compile(rf"\S{{{MAX_WORD_CHARS}}}(?=\S)")
+
 
 @functools.lru_cache(maxsize=None)
 def _spacy_tokenizer(lang: str):
@@ -38,6 +46,7 @@ def tokenize(text: str, kind: str) -> list[str]:
         return list(re.sub(r"\s+", " ", text.strip().lower()))
     if kind.startswith("spacy:"):
         tok = _spacy_tokenizer(kind.split(":", 1)[1])
+        text = _LONG_RUN.sub(lambda m: m.group(0) + " ", text)
         return [t.text.lower() for t in tok(text) if not t.is_space and t.text.strip()]
     raise ValueError(f"unknown tokenizer {kind!r}; expected one of {TOKENIZERS}")
 

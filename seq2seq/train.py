@@ -8,13 +8,17 @@ early stopping on the free-running validation metric (BLEU, or exact match for r
 seeds. The state needed to continue (weights, optimizer, step counter, random states,
 history) is saved after every epoch in --state-dir; --resume continues from it.
 
+Several GPUs or machines: start it with torchrun (DistributedDataParallel; --batch-size is
+per process), e.g. `torchrun --nproc_per_node 8 -m seq2seq.train ...`; see
+setup_distributed below.
+
 Teacher forcing: the coin is flipped per time step and per sequence in the batch."""
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -24,6 +28,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from .cli import ArgumentParser, device_or_auto_arg, non_negative_int, positive_int, run_main
 from .checkpoint import atomic_write_json, device_provenance, git_commit, save_checkpoint, sha256_file
 from .config import ARCHS, TASKS, ModelConfig, TeacherForcingConfig, TrainConfig
 from .data import MULTI30K_SPLITS, PairDataset, generate_reversal, tokenized_multi30k
@@ -102,40 +107,31 @@ def set_seed(seed: int) -> None:
 
 
 # ---------------------------------------------------------------- resumable state
-STATE_WEIGHTS, STATE_JSON = "state.safetensors", "state.json"
+# The state dir holds state.json and the tensor files it names. Tensor files are named by
+# their content (state-<sha256>.safetensors, best-<sha256>.safetensors) and written before
+# state.json is renamed into place: that one rename is the commit, so a run killed at any
+# moment leaves the previous complete state or the new one, never a mix. Files no longer
+# named by state.json are removed after the commit (or by the next save after a kill).
+STATE_JSON = "state.json"
+STATE_WEIGHTS = "state.safetensors"   # the fixed name states written before this scheme used
+_STATE_FILE = re.compile(r"(state|best)(-[0-9a-f]{16})?\.safetensors|\.(state|best)\S*\.tmp\d+")
 
 
-def save_state(state_dir: Path, model, optimizer, info: dict) -> None:
-    """Everything --resume needs, written atomically (tensors first, then the JSON that
-    names their sha256)."""
-    from safetensors.torch import save_file
-
-    state_dir.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tensors = {k: v.clone() for k, v in tensors.items()}  # tied weights: separate copies
-    opt = optimizer.state_dict()
-    for pid, pstate in opt["state"].items():
+def _state_tensors(model, optimizer) -> dict[str, torch.Tensor]:
+    """Weights, optimizer state and random states as one flat dict of CPU tensors."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous().clone()   # clone: tied weights get separate copies
+               for k, v in model.state_dict().items()}
+    for pid, pstate in optimizer.state_dict()["state"].items():
         for key, val in pstate.items():
             tensors[f"optim.{pid}.{key}"] = (val if torch.is_tensor(val) else torch.tensor(val)).detach().cpu().clone()
     tensors["rng.cpu"] = torch.get_rng_state()
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
-    tmp = state_dir / f".{STATE_WEIGHTS}.tmp{os.getpid()}"
-    save_file(tensors, str(tmp))
-    os.replace(tmp, state_dir / STATE_WEIGHTS)
-    info = dict(info, param_groups=opt["param_groups"],
-                weights_sha256=sha256_file(state_dir / STATE_WEIGHTS))
-    atomic_write_json(state_dir / STATE_JSON, info)
+    return tensors
 
 
-def load_state(state_dir: Path, model, optimizer) -> dict:
-    from safetensors.torch import load_file
-
-    info = json.loads((state_dir / STATE_JSON).read_text())
-    if sha256_file(state_dir / STATE_WEIGHTS) != info["weights_sha256"]:
-        raise Seq2SeqError(f"{state_dir / STATE_WEIGHTS}: does not match {STATE_JSON}; cannot resume")
-    tensors = load_file(str(state_dir / STATE_WEIGHTS))
+def _apply_state(tensors: dict[str, torch.Tensor], info: dict, model, optimizer) -> None:
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     opt_state: dict = {}
     for k, v in tensors.items():
@@ -148,7 +144,200 @@ def load_state(state_dir: Path, model, optimizer) -> dict:
         cuda_states = [tensors[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count()) if f"rng.cuda.{i}" in tensors]
         if cuda_states:
             torch.cuda.set_rng_state_all(cuda_states)
+
+
+def _write_named_by_content(state_dir: Path, stem: str, tensors: dict[str, torch.Tensor]) -> tuple[str, str]:
+    """Write `tensors` to STEM-<sha256 prefix>.safetensors; returns (file name, sha256)."""
+    from safetensors.torch import save_file
+
+    tmp = state_dir / f".{stem}.tmp{os.getpid()}"
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    with open(tmp, "rb") as f:      # on disk before state.json names it (power cuts)
+        os.fsync(f.fileno())
+    digest = sha256_file(tmp)
+    name = f"{stem}-{digest[:16]}.safetensors"
+    os.replace(tmp, state_dir / name)
+    return name, digest
+
+
+def save_state(state_dir: Path, model, optimizer, info: dict,
+               best_weights: dict[str, torch.Tensor] | None = None) -> dict:
+    """Everything --resume needs, committed atomically (see above). `best_weights`, when
+    given, are stored too and named in info["best_weights_file"]; without them the best
+    file `info` already names is kept. Returns the info written."""
+    state_dir = Path(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    weights_file, digest = _write_named_by_content(state_dir, "state", _state_tensors(model, optimizer))
+    info = dict(info, param_groups=optimizer.state_dict()["param_groups"], weights_file=weights_file,
+                weights_sha256=digest)
+    if best_weights is not None:
+        info["best_weights_file"] = _write_named_by_content(state_dir, "best", best_weights)[0]
+    atomic_write_json(state_dir / STATE_JSON, info)          # the commit
+    keep = {weights_file, Path(info.get("best_weights_file") or ".").name}
+    for p in state_dir.iterdir():
+        if p.name not in keep and _STATE_FILE.fullmatch(p.name):
+            p.unlink(missing_ok=True)
     return info
+
+
+def read_state_info(state_dir: Path) -> dict:
+    path = Path(state_dir) / STATE_JSON
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise Seq2SeqError(f"--resume: no saved state in {state_dir} ({STATE_JSON} missing)") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise Seq2SeqError(f"{path}: not valid JSON ({e}); cannot resume") from e
+    if not isinstance(info, dict) or not {"epoch", "step", "history", "param_groups"} <= set(info):
+        raise Seq2SeqError(f"{path}: not a training state written by seq2seq.train; cannot resume")
+    return info
+
+
+def read_state(state_dir: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The saved tensors and info, checked against each other."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    info = read_state_info(state_dir)
+    weights = Path(state_dir) / Path(info.get("weights_file", STATE_WEIGHTS)).name
+    if not weights.is_file() or sha256_file(weights) != info.get("weights_sha256"):
+        raise Seq2SeqError(f"{weights}: missing or does not match {STATE_JSON}; cannot resume")
+    try:
+        return load_file(str(weights)), info
+    except (SafetensorError, OSError, ValueError) as e:
+        raise Seq2SeqError(f"{weights}: not a readable safetensors file ({e}); cannot resume") from e
+
+
+def load_state(state_dir: Path, model, optimizer) -> dict:
+    """Restore model, optimizer and random states from `state_dir`; returns the info."""
+    tensors, info = read_state(state_dir)
+    _apply_state(tensors, info, model, optimizer)
+    return info
+
+
+def load_best_weights(state_dir: Path, info: dict) -> dict[str, torch.Tensor] | None:
+    from safetensors.torch import load_file
+
+    name = info.get("best_weights_file")
+    path = Path(state_dir) / Path(name).name if name else None   # older states stored a path
+    if path is None or not path.is_file():
+        return None
+    named = re.fullmatch(r"best-([0-9a-f]{16})\.safetensors", path.name)
+    if named and not sha256_file(path).startswith(named.group(1)):
+        raise Seq2SeqError(f"{path}: does not match its name (corrupt); cannot resume")
+    return load_file(str(path))
+
+
+# ---------------------------------------------------------------- several processes (torchrun)
+# `torchrun --nproc_per_node N -m seq2seq.train ...` starts N copies of this program with
+# WORLD_SIZE, RANK and LOCAL_RANK set. They join one process group (NCCL on GPUs, gloo on
+# CPU); the model is wrapped in DistributedDataParallel, every rank trains on a disjoint
+# share of the same seeded batch order, and rank 0 alone validates, prints and writes.
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    backend: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def current_dist() -> DistInfo:
+    """The process group this process belongs to; a lone process otherwise."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        return DistInfo(dist.get_rank(), dist.get_world_size(), dist.get_backend())
+    return DistInfo()
+
+
+def setup_distributed(device_name: str = "auto") -> torch.device | None:
+    """Under torchrun (WORLD_SIZE > 1): join the process group and return this process's
+    device, cuda:LOCAL_RANK with NCCL when CUDA is there and wanted, else CPU with gloo.
+    None when this is a lone process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch.distributed as dist
+
+    use_cuda = device_name != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    # generous timeout: the other ranks wait while rank 0 validates and writes
+    dist.init_process_group("nccl" if use_cuda else "gloo", timeout=dt.timedelta(minutes=60))
+    return device
+
+
+def teardown_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def shard_batches(batches: list, rank: int, world_size: int) -> list:
+    """This rank's share of an epoch's batches (a distributed sampler over batches): every
+    world_size-th batch starting at `rank`, after dropping the last len % world_size, so
+    the shares are disjoint and equal in number (each step's gradient all-reduce needs
+    every rank)."""
+    if world_size == 1:
+        return batches
+    usable = len(batches) - len(batches) % world_size
+    return batches[rank:usable:world_size]
+
+
+def _broadcast_json(obj, device: torch.device):
+    """Rank 0's `obj` (anything JSON holds) on every rank, sent as bytes (no pickle)."""
+    import torch.distributed as dist
+
+    if dist.get_rank() == 0:
+        data = torch.frombuffer(bytearray(json.dumps(obj).encode()), dtype=torch.uint8).to(device)
+        size = torch.tensor([data.numel()], dtype=torch.long, device=device)
+    else:
+        size = torch.zeros(1, dtype=torch.long, device=device)
+    dist.broadcast(size, 0)
+    if dist.get_rank() != 0:
+        data = torch.empty(int(size), dtype=torch.uint8, device=device)
+    dist.broadcast(data, 0)
+    return json.loads(bytes(data.cpu().tolist()).decode())
+
+
+def _broadcast_tensors(tensors: dict[str, torch.Tensor] | None, device: torch.device) -> dict[str, torch.Tensor]:
+    """Rank 0's named CPU tensors on every rank (the others may not see rank 0's disk)."""
+    import torch.distributed as dist
+
+    meta = _broadcast_json([[k, str(v.dtype).removeprefix("torch."), list(v.shape)] for k, v in tensors.items()]
+                           if dist.get_rank() == 0 else None, device)
+    out = {}
+    for name, dtype, shape in meta:
+        buf = (tensors[name].to(device) if dist.get_rank() == 0
+               else torch.empty(shape, dtype=getattr(torch, dtype), device=device))
+        dist.broadcast(buf, 0)
+        out[name] = buf.cpu()
+    return out
+
+
+def _any_rank(flag: bool, device: torch.device) -> bool:
+    import torch.distributed as dist
+
+    t = torch.tensor([int(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _rank_seed(seed: int, epoch: int, rank: int) -> int:
+    """Distributed runs: a seed per (epoch, rank), so ranks draw different teacher-forcing
+    coins and dropout masks, and a resumed run draws what the uninterrupted one drew."""
+    return (seed * 1_000_003 + epoch) * 1_009 + rank
 
 
 # ---------------------------------------------------------------- training
@@ -179,7 +368,15 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | None, data: T
     `out_dir` None: nothing is written (the app's live lab). `on_epoch` receives each
     history row; `on_batch` receives {epoch, batch, batches, step, loss, ratio} every 20
     batches. `final_eval` False skips the final test metrics (the card's `metrics` is
-    then empty): for quick runs that only need the history."""
+    then empty): for quick runs that only need the history.
+
+    Inside an initialized process group (torchrun, see setup_distributed) this trains one
+    rank of a DistributedDataParallel run; only rank 0 validates, reports, writes the
+    state and the checkpoint and returns the card (the other ranks return their model,
+    last weights, and an empty card)."""
+    ddp = current_dist()
+    main_rank = ddp.is_main
+    progress = progress and main_rank
     set_seed(cfg.seed)
     model_cfg.src_vocab_size, model_cfg.tgt_vocab_size = len(data.src_vocab), len(data.tgt_vocab)
     model = build_model(model_cfg).to(device)
@@ -187,16 +384,26 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | None, data: T
     amp = cfg.amp and device.type == "cuda"
     state_path = Path(state_dir) if state_dir else None
     history, step, start_epoch, best, bad_epochs, wall_before = [], 0, 0, None, 0, 0.0
-    best_weights = None
+    best_weights, best_file, info = None, None, {}
     if resume:
-        if not state_path or not (state_path / STATE_JSON).is_file():
-            raise Seq2SeqError(f"--resume: no saved state in {state_path}")
-        info = load_state(state_path, model, optimizer)
+        tensors = None
+        if main_rank:
+            if not state_path or not (state_path / STATE_JSON).is_file():
+                raise Seq2SeqError(f"--resume: no saved state in {state_path}")
+            tensors, info = read_state(state_path)
+            best_weights = load_best_weights(state_path, info)
+            best_file = Path(info["best_weights_file"]).name if best_weights is not None else None
+        if ddp.enabled:   # the other ranks may not see rank 0's disk
+            info, tensors = _broadcast_json(info, device), _broadcast_tensors(tensors, device)
+        _apply_state(tensors, info, model, optimizer)
         history, step, start_epoch = info["history"], info["step"], info["epoch"]
         best, bad_epochs, wall_before = info["best"], info["bad_epochs"], info["wall_seconds"]
-        if info.get("best_weights_file") and Path(info["best_weights_file"]).is_file():
-            from safetensors.torch import load_file
-            best_weights = load_file(info["best_weights_file"])
+    net = model
+    if ddp.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # also makes every rank start from rank 0's weights
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     key = metric_key(cfg.task)
     t_start = time.perf_counter()
     stopped = info.get("stopped", "") if resume else ""
@@ -204,9 +411,15 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | None, data: T
     for epoch in range(start_epoch, cfg.epochs):
         if stopped:
             break
+        if ddp.enabled:
+            torch.manual_seed(_rank_seed(cfg.seed, epoch, ddp.rank))
         model.train()
         train_ds = data.train_for_epoch(cfg, epoch)
         batches = list(train_ds.batches(cfg.batch_size, shuffle=True, seed=cfg.seed * 7 + epoch))
+        batches = shard_batches(batches, ddp.rank, ddp.world_size)
+        if not batches:
+            raise Seq2SeqError(f"no training batch for each of the {ddp.world_size} processes: "
+                               f"use a smaller --batch-size or more training data")
         loss_sum = torch.zeros((), device=device)
         tokens, ratios, t0 = 0, [], time.perf_counter()
         bar = None
@@ -220,7 +433,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | None, data: T
             n_tok = batch.n_target_tokens
             batch = batch.to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(batch.src, batch.src_lens, batch.tgt, teacher_forcing=ratio)  # [B, T-1, V]
+                logits = net(batch.src, batch.src_lens, batch.tgt, teacher_forcing=ratio)  # [B, T-1, V]
             gold = batch.tgt[:, 1:]
             loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), gold.reshape(-1),
                                    ignore_index=PAD_ID, label_smoothing=cfg.label_smoothing)
@@ -233,19 +446,29 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | None, data: T
             loss_sum += loss.detach() * n_tok
             tokens += n_tok
             if bi % 20 == 0 or bi == len(batches) - 1:
-                live = float(loss_sum) / max(tokens, 1)     # one sync every 20 batches
+                live = float(loss_sum) / max(tokens, 1)     # one sync every 20 batches (this rank's loss)
                 if bar is not None:
                     bar.set_postfix(loss=f"{live:.3f}", tf=f"{ratio:.2f}")
-                if on_batch is not None:
+                if on_batch is not None and main_rank:
                     on_batch({"epoch": epoch + 1, "batch": bi + 1, "batches": len(batches), "step": step,
                               "loss": live, "ratio": ratio})
             if bar is not None:
                 bar.update(1)
-            if cfg.max_minutes and (wall_before + time.perf_counter() - t_start) > cfg.max_minutes * 60:
-                stopped = f"time budget of {cfg.max_minutes} minutes reached in epoch {epoch + 1}"
-                break
+            if cfg.max_minutes:
+                over = (wall_before + time.perf_counter() - t_start) > cfg.max_minutes * 60
+                if ddp.enabled:   # every rank must leave at the same batch: decide together, now and then
+                    over = bi % 20 == 0 and _any_rank(over, device)
+                if over:
+                    stopped = f"time budget of {cfg.max_minutes} minutes reached in epoch {epoch + 1}"
+                    break
         if bar is not None:
             bar.close()
+        if ddp.enabled:   # the history is the global one: sum loss and tokens over the ranks
+            import torch.distributed as dist
+
+            totals = torch.stack([loss_sum.double(), torch.tensor(float(tokens), dtype=torch.float64, device=device)])
+            dist.all_reduce(totals)
+            loss_sum, tokens = totals[0], int(totals[1].item())
         if device.type == "cuda":
             torch.cuda.synchronize()
         train_seconds = time.perf_counter() - t0
@@ -255,50 +478,51 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | None, data: T
                "tf_ratio_end": round(ratios[-1], 4) if ratios else None,
                "steps": step, "train_seconds": round(train_seconds, 2),
                "tokens_per_s": round(tokens / max(train_seconds, 1e-9), 1)}
-        row.update(validate(model, data, cfg, device))
-        row["seconds"] = round(time.perf_counter() - t0, 2)
-        history.append(row)
-        value = (row[key], -row["val_loss"])
-        if best is None or value > tuple(best):
-            best, bad_epochs = list(value), 0
-            best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-            row["best"] = True
-        else:
-            bad_epochs += 1
-        if progress:
-            print(json.dumps(row), file=sys.stderr, flush=True)
-        if on_epoch is not None:
-            on_epoch(row)
-        if cfg.patience and bad_epochs >= cfg.patience:
-            stopped = f"early stop: no validation improvement for {cfg.patience} epochs"
-        if state_path is not None:
-            best_file = None
-            if best_weights is not None:
-                from safetensors.torch import save_file
-                best_file = str(state_path / "best.safetensors")
-                state_path.mkdir(parents=True, exist_ok=True)
-                tmp = state_path / f".best.tmp{os.getpid()}"
-                save_file({k: v.contiguous() for k, v in best_weights.items()}, str(tmp))
-                os.replace(tmp, best_file)
-            save_state(state_path, model, optimizer, {
-                "epoch": epoch + 1, "step": step, "history": history, "best": best, "bad_epochs": bad_epochs,
-                "wall_seconds": wall_before + time.perf_counter() - t_start, "stopped": stopped,
-                "best_weights_file": best_file, "model_config": model_cfg.to_dict(),
-                "train_config": cfg.to_dict()})
+        if main_rank:
+            row.update(validate(model, data, cfg, device))
+            row["seconds"] = round(time.perf_counter() - t0, 2)
+            history.append(row)
+            value = (row[key], -row["val_loss"])
+            new_best = best is None or value > tuple(best)
+            if new_best:
+                best, bad_epochs = list(value), 0
+                best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+                row["best"] = True
+            else:
+                bad_epochs += 1
+            if progress:
+                print(json.dumps(row), file=sys.stderr, flush=True)
+            if on_epoch is not None:
+                on_epoch(row)
+            if cfg.patience and bad_epochs >= cfg.patience:
+                stopped = f"early stop: no validation improvement for {cfg.patience} epochs"
+            if state_path is not None:
+                write_best = best_weights is not None and (new_best or best_file is None)
+                written = save_state(state_path, model, optimizer, {
+                    "epoch": epoch + 1, "step": step, "history": history, "best": best, "bad_epochs": bad_epochs,
+                    "wall_seconds": wall_before + time.perf_counter() - t_start, "stopped": stopped,
+                    "best_weights_file": best_file, "model_config": model_cfg.to_dict(),
+                    "train_config": cfg.to_dict()},
+                    best_weights=best_weights if write_best else None)
+                best_file = written.get("best_weights_file")
+        if ddp.enabled:   # rank 0 alone decided on early stopping
+            stopped = _broadcast_json(stopped, device)
 
     wall = wall_before + time.perf_counter() - t_start
+    if not main_rank:
+        return model, {}
     if best_weights is not None:
         model.load_state_dict(best_weights)
     model.eval()
     card = make_card(model, model_cfg, cfg, data, device, history, wall, name or (Path(out_dir).name if out_dir else "live"),
-                     stopped, final_eval)
+                     stopped, final_eval, world_size=ddp.world_size, backend=ddp.backend)
     if out_dir is not None:
         card = save_checkpoint(out_dir, model, data.src_vocab, data.tgt_vocab, card, half=cfg.half_weights)
     return model, card
 
 
 def make_card(model, model_cfg, cfg: TrainConfig, data: TaskData, device, history, wall, name, stopped,
-              final_eval: bool = True) -> dict:
+              final_eval: bool = True, world_size: int = 1, backend: str | None = None) -> dict:
     """Final metrics with the best weights, and everything the card records."""
     if not final_eval:
         metrics = {}
@@ -320,7 +544,6 @@ def make_card(model, model_cfg, cfg: TrainConfig, data: TaskData, device, histor
     else:
         rev = evaluate_reversal(model, data.src_vocab, range(1, 31), 200, 987654, device, beam=1)
         em = rev["exact_match_by_length"]
-        last = history[-1] if history else {}
         metrics = {"val": {"exact_match": max((h["val_exact_match"] for h in history), default=None),
                            "ppl": min((h["val_ppl"] for h in history), default=None)},
                    "reversal": rev,
@@ -348,12 +571,16 @@ def make_card(model, model_cfg, cfg: TrainConfig, data: TaskData, device, histor
                        "git_commit": git_commit(), "trained_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                        "wall_seconds": round(wall, 1), "seed": cfg.seed, "data": data.data_note,
                        "mixed_precision": "bf16" if (cfg.amp and device.type == "cuda") else "none",
-                       "mean_tokens_per_s": round(sum(tokens_per_s) / len(tokens_per_s), 1) if tokens_per_s else None},
+                       "mean_tokens_per_s": round(sum(tokens_per_s) / len(tokens_per_s), 1) if tokens_per_s else None,
+                       # processes that trained it (torchrun); tokens_per_s counts them all
+                       "world_size": world_size,
+                       **({"distributed_backend": backend, "batch_size_per_process": cfg.batch_size}
+                          if world_size > 1 else {})},
     }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m seq2seq.train", description=__doc__.split("\n")[0])
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="python -m seq2seq.train", description=__doc__.split("\n")[0])
     p.add_argument("--task", choices=TASKS, required=True)
     p.add_argument("--arch", choices=ARCHS, required=True)
     p.add_argument("--out", help="checkpoint directory to write, e.g. checkpoints/reverse-bahdanau")
@@ -362,33 +589,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", default=None, help="token cache JSON.gz: read if present, else written")
     p.add_argument("--state-dir", default=None, help="where resumable state goes (default runs/NAME)")
     p.add_argument("--resume", action="store_true", help="continue from --state-dir")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--device", default="auto", type=device_or_auto_arg,
+                   help="auto | cpu | cuda (under torchrun: CUDA means cuda:LOCAL_RANK)")
     g = p.add_argument_group("model (defaults depend on the task)")
-    g.add_argument("--emb", type=int)
-    g.add_argument("--hidden", type=int)
-    g.add_argument("--layers", type=int)
+    g.add_argument("--emb", type=positive_int)
+    g.add_argument("--hidden", type=positive_int)
+    g.add_argument("--layers", type=positive_int)
     g.add_argument("--dropout", type=float)
-    g.add_argument("--attn-dim", type=int)
+    g.add_argument("--attn-dim", type=positive_int)
     g.add_argument("--tie-embeddings", action="store_true")
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=10)
-    g.add_argument("--batch-size", type=int, default=128)
+    g.add_argument("--epochs", type=positive_int, default=10)
+    g.add_argument("--batch-size", type=positive_int, default=128,
+                   help="per process under torchrun")
     g.add_argument("--lr", type=float, default=1e-3)
     g.add_argument("--weight-decay", type=float, default=0.0)
     g.add_argument("--clip", type=float, default=1.0)
     g.add_argument("--label-smoothing", type=float, default=0.0)
-    g.add_argument("--patience", type=int, default=3)
+    g.add_argument("--patience", type=non_negative_int, default=3)
     g.add_argument("--seed", type=int, default=1234)
-    g.add_argument("--min-freq", type=int, default=2)
-    g.add_argument("--eval-beam", type=int, default=5, help="beam width also tried for the final metrics")
+    g.add_argument("--min-freq", type=positive_int, default=2)
+    g.add_argument("--eval-beam", type=positive_int, default=5, help="beam width also tried for the final metrics")
     g.add_argument("--max-minutes", type=float, default=0.0, help="wall-time budget (0: none)")
     g.add_argument("--half", action="store_true", help="store weights as float16")
     g.add_argument("--no-amp", action="store_true", help="no bf16 mixed precision on CUDA")
     g = p.add_argument_group("reversal task")
-    g.add_argument("--min-len", type=int, default=1)
-    g.add_argument("--max-len", type=int, default=20)
-    g.add_argument("--train-size", type=int, default=20000, help="fresh sequences per epoch")
-    g.add_argument("--val-size", type=int, default=1000)
+    g.add_argument("--min-len", type=positive_int, default=1)
+    g.add_argument("--max-len", type=positive_int, default=20)
+    g.add_argument("--train-size", type=positive_int, default=20000, help="fresh sequences per epoch")
+    g.add_argument("--val-size", type=positive_int, default=1000)
     g = p.add_argument_group("teacher forcing (coin per time step and per sequence)")
     g.add_argument("--tf", choices=KINDS, default="constant")
     g.add_argument("--tf-ratio", type=float, default=1.0, help="constant ratio")
@@ -422,24 +651,36 @@ def configs_from_args(args) -> tuple[ModelConfig, TrainConfig]:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    p = build_parser()
+    args = p.parse_args(argv)
     if not args.out:
-        print("error: --out is required (the checkpoint directory to write)", file=sys.stderr)
-        return 2
+        p.error("--out is required (the checkpoint directory to write)")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        p.error(f"--out {args.out}: exists and is not a directory")
+    if args.min_len > args.max_len:
+        p.error(f"--min-len {args.min_len} is larger than --max-len {args.max_len}")
     name = args.name or Path(args.out).name
     state_dir = args.state_dir or str(Path("runs") / name)
+    ddp_device = setup_distributed(args.device)      # None unless started by torchrun
     try:
         model_cfg, cfg = configs_from_args(args)
-        if args.resume and (Path(state_dir) / STATE_JSON).is_file():
-            info = json.loads((Path(state_dir) / STATE_JSON).read_text())
+        ddp = current_dist()
+        if args.resume and ddp.is_main and (Path(state_dir) / STATE_JSON).is_file():
+            info = read_state_info(Path(state_dir))   # the saved run's settings win
             model_cfg, cfg = ModelConfig.from_dict(info["model_config"]), TrainConfig.from_dict(info["train_config"])
-        device = choose_device(args.device)
+        device = ddp_device or choose_device(args.device)
+        if ddp.enabled:
+            cfgs = _broadcast_json([model_cfg.to_dict(), cfg.to_dict()], device)
+            model_cfg, cfg = ModelConfig.from_dict(cfgs[0]), TrainConfig.from_dict(cfgs[1])
         data = load_task_data(cfg, args.data_dir, args.cache)
         model, card = train(model_cfg, cfg, args.out, data, device, state_dir=state_dir, resume=args.resume,
                             name=name)
-    except (Seq2SeqError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except ValueError as e:    # bad settings (e.g. a negative --lr) that torch refuses
+        raise Seq2SeqError(str(e)) from e
+    finally:
+        teardown_distributed()
+    if not card:               # a rank other than 0: rank 0 reports
+        return 0
     m = card["metrics"]
     summary = ({k: m["test2016"][k] for k in ("bleu", "sacrebleu", "ppl", "decoding")} if cfg.task == "translate"
                else {k: m[k] for k in ("exact_match_1_10", "exact_match_1_20", "exact_match_21_30")})
@@ -448,4 +689,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from dataclasses import dataclass, field
@@ -13,12 +12,13 @@ import numpy as np
 import torch
 
 from .checkpoint import LoadedCheckpoint, load_checkpoint
+from .cli import ArgumentParser, run_main
 from .data import collate
 from .decoding import Hypothesis, decode
 from .errors import InputError, Seq2SeqError
 from .saliency import gradient_saliency
 from .text import display_text, tokenize
-from .vocab import EOS, EOS_ID, UNK_ID
+from .vocab import UNK_ID
 
 MAX_BEAM = 10
 
@@ -132,7 +132,7 @@ class Translator:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m seq2seq.translate", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m seq2seq.translate", description=__doc__.split("\n")[0])
     p.add_argument("checkpoint", help="checkpoint directory, e.g. checkpoints/translate-bahdanau")
     p.add_argument("text", help="the sentence to translate (or the sequence to reverse)")
     p.add_argument("--beam", type=int, default=1, help=f"beam width, 1 (greedy) to {MAX_BEAM}")
@@ -158,4 +158,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_main(main))

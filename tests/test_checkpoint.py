@@ -142,3 +142,14 @@ def test_pickle_payload_never_runs(tmp_path):
     card_path.write_text(json.dumps(card))
     _expect_error(tmp_path / "ck", str(w), "safetensors")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("field,value", [("files", []), ("history", {}), ("params", "many"),
+                                         ("tokenizers", {"src": "bpe", "tgt": "chars"}), ("task", "summarize")])
+def test_card_fields_of_the_wrong_kind_are_refused(tmp_path, field, value):
+    save_tiny(tmp_path / "ck")
+    card_path = tmp_path / "ck" / CARD
+    card = json.loads(card_path.read_text())
+    card[field] = value
+    card_path.write_text(json.dumps(card))
+    _expect_error(tmp_path / "ck", str(card_path))

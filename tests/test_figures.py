@@ -60,7 +60,10 @@ def test_beam_tree_marks_the_winner_path():
     winners = [(x, y) for x, y, c in zip(nodes["x"], nodes["y"], nodes["marker"]["color"]) if c == "crimson"]
     # winner: final slot 0 (score -0.3) is the frozen copy of step-1 slot 0 (<eos>), whose parent is step-0 slot 1 (b)
     assert winners == [(0, 1), (1, 0)]
-    assert (2, 0) not in list(zip(nodes["x"], nodes["y"]))  # frozen copies are not drawn
+    assert (2, 0) not in list(zip(nodes["x"], nodes["y"]))  # frozen copies are not drawn as new tokens ...
+    kept = spec["data"][4]
+    assert list(zip(kept["x"], kept["y"])) == [(2, 0)]          # ... but as an ended hypothesis still ranked
+    assert kept["marker"]["color"] == ["crimson"]
 
 
 def test_csv_round_trip_and_formula_defused():
