@@ -58,48 +58,62 @@ def _prefix_tensor(prefix, batch: int, device):
 
 @torch.inference_mode()
 def greedy_decode(model: Seq2Seq, src, src_lens, max_len: int | None = None, topk: int = 5,
-                  prefix: list[list[int]] | None = None) -> list[Hypothesis]:
+                  prefix: list[list[int]] | None = None, compact_at: float = 0.75) -> list[Hypothesis]:
     """Argmax at every step for a batch. src [B, S], src_lens [B].
 
     prefix: per sequence, ids forced as the first outputs (the model's probabilities for
-    them are still recorded)."""
+    them are still recorded).
+
+    Sequences that have ended leave the batch: once the rows still writing fall to
+    `compact_at` of the rows computed, the batch is compacted (memory and state keep only
+    those rows), so a long batch costs about what its real output tokens cost."""
     device = src.device
     batch = src.size(0)
     max_len = max_len or model.cfg.max_out_len
     memory, state = model.encode(src, src_lens)
     forced, forced_lens = _prefix_tensor(prefix, batch, device)
-    prev = torch.full((batch,), SOS_ID, dtype=torch.long, device=device)
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
-    rec_tok, rec_prob, rec_topi, rec_topp, rec_attn, rec_live = [], [], [], [], [], []
     k = min(topk, model.cfg.tgt_vocab_size)
+    active = torch.arange(batch, device=device)        # original row of each computed row
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
+    prev = torch.full((batch,), SOS_ID, dtype=torch.long, device=device)
+    records = []                                       # per step: rows written and what they wrote
     for t in range(max_len):
         logits, state, attn = model.decode_step(prev, state, memory)
-        logp = next_token_logprobs(logits)                             # [B, V]
-        chosen = logp.argmax(-1)                                       # [B]
+        logp = next_token_logprobs(logits)                             # [A, V]
+        top_p, top_i = logp.topk(k, -1)                                # [A, k]
+        chosen = top_i[:, 0]                                           # argmax
         if forced is not None and t < forced.size(1):
-            chosen = torch.where(t < forced_lens, forced[:, t], chosen)
-        top_p, top_i = logp.topk(k, -1)                                # [B, k]
-        rec_tok.append(chosen)
-        rec_prob.append(logp.gather(1, chosen[:, None]).squeeze(1))
-        rec_topi.append(top_i)
-        rec_topp.append(top_p)
-        rec_live.append(~done)
-        if attn is not None:
-            rec_attn.append(attn)
+            chosen = torch.where(t < forced_lens[active], forced[active, t], chosen)
+        live = ~done
+        records.append((active[live], chosen[live], logp.gather(1, chosen[:, None]).squeeze(1)[live],
+                        top_i[live], top_p[live], None if attn is None else attn[live]))
         done = done | (chosen == EOS_ID)
-        prev = chosen.masked_fill(done, PAD_ID)
-        if bool(done.all()):
+        n_live = int((~done).sum())                                    # one sync per step
+        if n_live == 0:
             break
-    # one transfer at the end instead of a sync per step
-    toks = torch.stack(rec_tok, 1).cpu()                               # [B, T]
-    logps = torch.stack(rec_prob, 1).cpu()                             # [B, T]
-    topi = torch.stack(rec_topi, 1).cpu()                              # [B, T, k]
-    topp = torch.stack(rec_topp, 1).exp().cpu()
-    live = torch.stack(rec_live, 1).cpu()                              # [B, T]
-    attn_all = torch.stack(rec_attn, 1).float().cpu().numpy() if rec_attn else None  # [B, T, S]
+        prev = chosen.masked_fill(done, PAD_ID)
+        if n_live <= compact_at * len(active):
+            keep = (~done).nonzero().squeeze(1)
+            active, done, prev = active[keep], done[keep], prev[keep]
+            memory, state = memory.index_select(keep), reorder_state(state, keep)
+    # assemble [B, T] arrays from the per-step records, one transfer at the end
+    T = len(records)
+    toks = torch.full((batch, T), PAD_ID, dtype=torch.long)
+    logps = torch.zeros(batch, T)
+    topi = torch.zeros(batch, T, k, dtype=torch.long)
+    topp = torch.zeros(batch, T, k)
+    steps_written = torch.zeros(batch, dtype=torch.long)
+    attn_all = None if records[0][5] is None else np.zeros((batch, T, src.size(1)), dtype=np.float32)
+    for t, (rows, tok, lp, ti, tp, at) in enumerate(records):
+        rows = rows.cpu()
+        toks[rows, t], logps[rows, t] = tok.cpu(), lp.float().cpu()
+        topi[rows, t], topp[rows, t] = ti.cpu(), tp.exp().float().cpu()
+        steps_written[rows] += 1
+        if at is not None:
+            attn_all[rows.numpy(), t] = at.float().cpu().numpy()
     hyps = []
     for b, src_len in enumerate(_source_lengths(src_lens)):
-        n = int(live[b].sum())
+        n = int(steps_written[b])
         steps = toks[b, :n].tolist()
         finished = bool(n and steps[-1] == EOS_ID)
         lp = float(logps[b, :n].sum())

@@ -133,6 +133,29 @@ def mean_over(by_length: dict, lo: int, hi: int) -> float:
     return round(sum(vals) / len(vals), 4) if vals else float("nan")
 
 
+def update_card_metrics(ck, result: dict, split: str | None) -> None:
+    """Replace the card's metrics for `split` (translation) or its reversal metrics with
+    `result`, and its sample with what these weights write; the weights are untouched."""
+    from .checkpoint import CARD, atomic_write_json
+    from .translate import Translator
+
+    card = dict(ck.card)
+    metrics = dict(card["metrics"])
+    if split is not None:
+        keep = {k: v for k, v in metrics.get(split, {}).items() if k in ("chosen_on",)}
+        metrics[split] = {**{k: v for k, v in result.items() if k not in ("checkpoint", "split", "card")}, **keep}
+    else:
+        rev = {k: v for k, v in result.items() if k != "checkpoint"}
+        em = rev["exact_match_by_length"]
+        metrics.update({"reversal": rev, "exact_match_1_10": mean_over(em, 1, 10),
+                        "exact_match_1_20": mean_over(em, 1, 20), "exact_match_21_30": mean_over(em, 21, 30)})
+    card["metrics"] = metrics
+    if card.get("sample"):
+        out = Translator(ck).translate(card["sample"]["input"], beam=card["sample"].get("beam", 1))
+        card["sample"] = {**card["sample"], "output": out.text, "output_tokens": out.output_tokens}
+    atomic_write_json(ck.path / CARD, card)
+
+
 def _parse_lengths(text: str) -> range:
     try:
         lo, _, hi = text.partition("-")
@@ -159,6 +182,9 @@ def main(argv=None) -> int:
     p.add_argument("--n-per-length", type=positive_int, default=None, help="reversal: sequences per length")
     p.add_argument("--device", default="cpu", type=device_arg)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--update-card", action="store_true",
+                   help="write the recomputed metrics (and the sample) into the card: for a checkpoint whose "
+                        "card was measured before its weights were rounded to float16")
     args = p.parse_args(argv)
     try:
         device = torch.device(args.device)
@@ -186,6 +212,8 @@ def main(argv=None) -> int:
             em = result["exact_match_by_length"]
             summary = (f"{ck.name}: exact match {mean_over(em, 1, 10):.4f} on lengths 1-10, "
                        f"{mean_over(em, 1, 20):.4f} on 1-20, {mean_over(em, 21, 30):.4f} on 21-30")
+        if args.update_card:
+            update_card_metrics(ck, result, args.split if ck.task == "translate" else None)
     except Seq2SeqError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

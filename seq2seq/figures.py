@@ -154,8 +154,8 @@ def step_figure(source_tokens: list[str], steps: list[dict], step_matrix, kind: 
                                   args=[[str(t)], dict(mode="immediate", frame=dict(duration=0, redraw=True),
                                                        transition=dict(duration=0))]) for t in range(len(steps))])],
         margin=dict(b=120))
-    fig = _layout_fonts(fig, font_size)
-    fig.update_layout(margin=dict(l=10, r=10, t=90, b=140))
+    fig = _layout_fonts(fig, font_size, top=int(font_size * 7.5))   # a two-line title
+    fig.update_layout(margin=dict(b=140))
     return fig
 
 

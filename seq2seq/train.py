@@ -514,6 +514,13 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | None, data: T
     if best_weights is not None:
         model.load_state_dict(best_weights)
     model.eval()
+    if cfg.half_weights:
+        # The checkpoint stores float16: measure (and record the sample of) exactly those
+        # weights, so `seq2seq.evaluate` on the shipped file reproduces the card.
+        with torch.no_grad():
+            for t in model.state_dict().values():
+                if t.is_floating_point():
+                    t.copy_(t.half().float())
     card = make_card(model, model_cfg, cfg, data, device, history, wall, name or (Path(out_dir).name if out_dir else "live"),
                      stopped, final_eval, world_size=ddp.world_size, backend=ddp.backend)
     if out_dir is not None:

@@ -88,3 +88,15 @@ def test_forced_prefix(width):
     free = greedy_decode(model, src[1:, :4], lens[1:])[0]
     if width == 1:
         assert forced[1].tokens == free.tokens  # the unforced row is untouched
+
+
+def test_compacting_finished_rows_changes_nothing(arch):
+    model = _trained_like(arch, seed=12)
+    src, lens = padded_batch([6, 2, 5, 7, 1, 3, 4, 6], seed=13)
+    never = greedy_decode(model, src, lens, compact_at=0.0)     # every row computed to the end
+    always = greedy_decode(model, src, lens, compact_at=1.0)    # compacted whenever one ends
+    for a, b in zip(never, always):
+        assert a.tokens == b.tokens and a.topk_ids == b.topk_ids
+        assert a.log_prob == pytest.approx(b.log_prob, abs=1e-5)
+        if a.attention is not None:
+            assert np.allclose(a.attention, b.attention, atol=1e-6)

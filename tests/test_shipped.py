@@ -1,0 +1,38 @@
+"""Every shipped checkpoint: loads, its card validates, it is small, and its recorded
+sample reproduces."""
+import pytest
+
+from seq2seq.checkpoint import load_checkpoint
+from seq2seq.translate import Translator
+
+from conftest import ROOT
+
+CK = ROOT / "checkpoints"
+SHIPPED = sorted(p.parent for p in CK.rglob("card.json") if not any(part.startswith(".") for part in p.parts))
+MIB = 2 ** 20
+
+
+def test_the_app_has_models_for_both_tasks():
+    names = {p.name for p in SHIPPED}
+    assert "reverse-bahdanau" in names
+    assert {f"translate-{a}" for a in ("lstm", "gru", "bahdanau", "luong")} <= names
+    assert {f"reverse-{a}" for a in ("lstm", "gru")} <= names
+
+
+def test_total_size_within_150_mib():
+    total = sum(f.stat().st_size for f in CK.rglob("*") if f.is_file())
+    assert total <= 150 * MIB, f"{total / MIB:.1f} MiB"
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[str(p.relative_to(CK)) for p in SHIPPED])
+def test_shipped_checkpoint_loads_and_reproduces_its_sample(path):
+    size = sum(f.stat().st_size for f in path.iterdir() if f.is_file())
+    assert size <= 15 * MIB, f"{path.name}: {size / MIB:.1f} MiB"
+    ck = load_checkpoint(path)               # verifies card fields, hashes, shapes
+    prov = ck.card["provenance"]
+    assert prov["device"] in ("cpu", "cuda") and prov["device_name"] and prov["torch_version"]
+    assert ck.card["params"] == sum(p.numel() for p in ck.model.parameters())
+    sample = ck.card.get("sample")
+    if sample:
+        out = Translator(ck).translate(sample["input"], beam=sample.get("beam", 1))
+        assert out.text == sample["output"]
