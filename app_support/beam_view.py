@@ -12,10 +12,10 @@ from seq2seq.text import display_text
 from seq2seq.translate import MAX_BEAM
 from seq2seq.vocab import EOS_ID
 
-from .common import (EXAMPLES, decode_for_page, init_state, model_entries, model_label, save_state, set_state,
-                     set_url, sidebar_settings)
+from .common import (EXAMPLES, decode_for_page, init_state, model_entries, model_label, save_state, set_url,
+                     sidebar_settings, text_with_examples)
 from .compare_view import TASKS
-from .inspector import MAX_CHARS, PLOTLY_CONFIG, PREFERRED
+from .inspector import PLOTLY_CONFIG, PREFERRED
 
 DEFAULT_WIDTH = 3
 HYPOTHESIS_COLUMNS = ("rank", "winner", "output", "tokens", "ended", "score (log P / length)", "log P")
@@ -88,14 +88,7 @@ def _controls(entries: list[dict]) -> tuple[dict, str, int]:
     url_task = by_name.get(st.query_params.get("model"), {"task": task})["task"]
     init_state(text_key, EXAMPLES[task][0], query="text" if url_task == task else None)
     with left:
-        example = st.selectbox("Pick an example", EXAMPLES[task], index=None, placeholder="examples…",
-                               key=f"beam.example.{task}")
-        if example is not None and st.session_state.get(f"beam.last_example.{task}") != example:
-            st.session_state[f"beam.last_example.{task}"] = example
-            set_state(text_key, example)
-        label = "German sentence" if task == "translate" else "Sequence to reverse (letters, digits, spaces)"
-        text = st.text_area(label, key=text_key, on_change=save_state, args=(text_key,), height=90,
-                            max_chars=MAX_CHARS)
+        text = text_with_examples(task, text_key, f"beam.example.{task}")
     set_url(text=text, model=model, width=width)
     return by_name[model], text, width
 

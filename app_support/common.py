@@ -200,3 +200,19 @@ def decode_for_page(entry: dict, text: str, beam: int, topk: int, prefix: str = 
         return None
     show_source_notes(result.source)
     return translator, result
+
+
+INPUT_LABELS = {"translate": "German sentence", "reverse": "Sequence to reverse (letters, digits, spaces)"}
+MAX_CHARS = 5000   # what a text box takes; the model reads at most max_src_len tokens of it
+
+
+def text_with_examples(task: str, text_key: str, example_key: str, height: int = 90) -> str:
+    """An example picker above a text area: picking an example puts it into the text once,
+    after which typing is the user's. Call `init_state(text_key, ...)` first."""
+    example = st.selectbox("Pick an example", EXAMPLES[task], index=None, placeholder="examples…", key=example_key)
+    last = f"{example_key}.last"
+    if example is not None and st.session_state.get(last) != example:
+        st.session_state[last] = example
+        set_state(text_key, example)
+    return st.text_area(INPUT_LABELS[task], key=text_key, on_change=save_state, args=(text_key,), height=height,
+                        max_chars=MAX_CHARS)

@@ -8,10 +8,10 @@ import streamlit as st
 from seq2seq import figures
 from seq2seq.report import TUTORIAL_REFERENCE
 
-from .common import (ARCH_LABELS, EXAMPLES, TASK_LABELS, guarded, init_state, model_entries, save_state,
-                     set_state, set_url, show_source_notes, sidebar_settings, translate_cached)
+from .common import (ARCH_LABELS, EXAMPLES, TASK_LABELS, guarded, init_state, model_entries, save_state, set_url,
+                     show_source_notes, sidebar_settings, text_with_examples, translate_cached)
 from .home_view import number, trained_on
-from .inspector import MAX_CHARS, PLOTLY_CONFIG
+from .inspector import PLOTLY_CONFIG
 
 TASKS = ("translate", "reverse")
 GRID_COLUMNS = 2
@@ -82,14 +82,7 @@ def _controls(entries_by_task: dict[str, list[dict]]) -> tuple[str, str]:
     text_key = f"compare.text.{task}"
     url_task = st.query_params.get("task", default_task)
     init_state(text_key, EXAMPLES[task][0], query="text" if url_task == task else None)
-    example = st.selectbox("Pick an example", EXAMPLES[task], index=None, placeholder="examples…",
-                           key=f"compare.example.{task}")
-    if example is not None and st.session_state.get(f"compare.last_example.{task}") != example:
-        st.session_state[f"compare.last_example.{task}"] = example
-        set_state(text_key, example)
-    label = "German sentence" if task == "translate" else "Sequence to reverse (letters, digits, spaces)"
-    text = st.text_area(label, key=text_key, on_change=save_state, args=(text_key,), height=80,
-                        max_chars=MAX_CHARS)
+    text = text_with_examples(task, text_key, f"compare.example.{task}", height=80)
     set_url(task=task, text=text)
     return task, text
 

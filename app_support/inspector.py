@@ -7,13 +7,12 @@ import streamlit as st
 from seq2seq import figures
 from seq2seq.alignment import diagonality, row_entropy
 
-from .common import (EXAMPLES, decode_for_page, init_state, model_entries, model_label, save_state, set_state,
-                     set_url, sidebar_settings)
+from .common import (EXAMPLES, decode_for_page, init_state, model_entries, model_label, save_state, set_url,
+                     sidebar_settings, text_with_examples)
 
 PLOTLY_CONFIG = {"displaylogo": False, "displayModeBar": True,
                  "toImageButtonOptions": {"format": "png", "scale": 2, "filename": "attention-lab"}}
 PREFERRED = ["bahdanau", "luong", "gru", "lstm"]
-MAX_CHARS = 5000
 
 
 def default_model(entries: list[dict], task: str) -> str:
@@ -42,14 +41,7 @@ def controls(task: str, entries: list[dict]):
     init_state(f"{k}.prefix", "", query="prefix")
     left, right = st.columns([3, 2], gap="large")
     with left:
-        example = st.selectbox("Pick an example", EXAMPLES[task], index=None, placeholder="examples…",
-                               key=f"{k}.example")
-        if example is not None and st.session_state.get(f"{k}.last_example") != example:
-            st.session_state[f"{k}.last_example"] = example
-            set_state(f"{k}.text", example)
-        label = "German sentence" if task == "translate" else "Sequence to reverse (letters, digits, spaces)"
-        text = st.text_area(label, key=f"{k}.text", on_change=save_state, args=(f"{k}.text",), height=90,
-                            max_chars=MAX_CHARS)
+        text = text_with_examples(task, f"{k}.text", f"{k}.example")
     with right:
         by_name = {e["name"]: e for e in entries}
         model = st.selectbox("Model", names, format_func=lambda n: model_label(by_name[n]), key=f"{k}.model",
