@@ -11,7 +11,7 @@ export OMP_NUM_THREADS=1
 rev="--task reverse --epochs 15 --train-size 40000 --lr 3e-3 --patience 4 --device cpu"
 tr="--task translate --data-dir $DATA --cache $CACHE --emb 128 --hidden 256 --attn-dim 128 \
   --tie-embeddings --dropout 0.3 --epochs 12 --patience 2 --half --device cpu"
-$PY -m seq2seq.train $rev --arch bahdanau --out checkpoints/reverse-bahdanau
+$PY -m seq2seq.train $rev --arch bahdanau --epochs 30 --patience 6 --out checkpoints/reverse-bahdanau
 for arch in ${REV_ARCHS-lstm gru}; do
   $PY -m seq2seq.train $rev --arch $arch --layers 2 --out checkpoints/reverse-$arch
 done
