@@ -61,24 +61,22 @@ def run_main(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | 
 # ------------------------------------------------------------------ argparse types
 # A bad value becomes a one-line usage error naming the option, before anything loads.
 
-def positive_int(text: str) -> int:
+def _whole_number(text: str, minimum: int, rule: str) -> int:
     try:
         n = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    if n < minimum:
+        raise argparse.ArgumentTypeError(f"{rule}, got {n}")
     return n
+
+
+def positive_int(text: str) -> int:
+    return _whole_number(text, 1, "must be at least 1")
 
 
 def non_negative_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {n}")
-    return n
+    return _whole_number(text, 0, "must be 0 or more")
 
 
 def device_arg(text: str) -> str:

@@ -41,3 +41,15 @@ def padded_batch(lengths, vocab=23, seed=0):
     for i, n in enumerate(lengths):
         src[i, :n] = torch.randint(4, vocab, (n,), generator=g)
     return src, torch.tensor(lengths)
+
+
+@pytest.fixture(scope="module")
+def lab_root(tmp_path_factory):
+    """A checkpoint folder for page tests (a real reversal model, tiny random ones, broken
+    ones), made the app's checkpoint root for the module."""
+    from test_page_compare import build_lab_checkpoints
+
+    root = build_lab_checkpoints(tmp_path_factory.mktemp("checkpoints"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ATTENTION_LAB_CHECKPOINTS", str(root))
+        yield root

@@ -151,6 +151,22 @@ while True:
 """
 
 
+def freeze_then_kill(proc, check, rounds: int, max_pause: float, rng) -> None:
+    """Freeze `proc` at `rounds` random moments and run `check` while it is frozen, then
+    kill it at a random moment and check once more."""
+    for _ in range(rounds):
+        time.sleep(rng.uniform(0, max_pause))
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            check()
+        finally:
+            proc.send_signal(signal.SIGCONT)
+    time.sleep(rng.uniform(0, max_pause))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    check()
+
+
 def test_a_checkpoint_writer_frozen_or_killed_at_random_moments(tmp_path):
     """SIGSTOP freezes the writer wherever it is, mid-save included: what a reader (or a
     SIGKILL then) finds must load, or be absent for the instant between two renames."""
@@ -176,17 +192,7 @@ def test_a_checkpoint_writer_frozen_or_killed_at_random_moments(tmp_path):
 
     try:
         assert writer.stdout.readline().strip() == "saved", writer.stderr.read()[-2000:]
-        for _ in range(40):
-            time.sleep(rng.uniform(0, 0.02))
-            writer.send_signal(signal.SIGSTOP)
-            try:
-                check()
-            finally:
-                writer.send_signal(signal.SIGCONT)
-        time.sleep(rng.uniform(0, 0.02))
-        writer.send_signal(signal.SIGKILL)
-        writer.wait()
-        check()
+        freeze_then_kill(writer, check, rounds=40, max_pause=0.02, rng=rng)
     finally:
         if writer.poll() is None:
             writer.kill()
@@ -254,17 +260,7 @@ def test_a_training_run_frozen_or_killed_at_random_moments_leaves_a_whole_state(
             assert len(info["history"]) == info["epoch"]
             epochs.append(info["epoch"])
 
-        for _ in range(30):
-            time.sleep(rng.uniform(0, 0.03))
-            run.send_signal(signal.SIGSTOP)
-            try:
-                check()
-            finally:
-                run.send_signal(signal.SIGCONT)
-        time.sleep(rng.uniform(0, 0.03))
-        run.send_signal(signal.SIGKILL)
-        run.wait()
-        check()
+        freeze_then_kill(run, check, rounds=30, max_pause=0.03, rng=rng)
     finally:
         if run.poll() is None:
             run.kill()

@@ -10,8 +10,8 @@ import pytest
 from app_support.beam_view import final_hypotheses, slot_history, winner_slot
 from seq2seq import figures
 
-from test_page_compare import (APP, HTML_INPUT, REAL_REVERSE, build_lab_checkpoints, no_user_markup, plotly_specs,
-                               texts, url)
+from apptest_util import open_page
+from test_page_compare import APP, HTML_INPUT, REAL_REVERSE, no_user_markup, plotly_specs, texts, url
 
 ITOS = ["<pad>", "<unk>", "<sos>", "<eos>", "a", "b"]
 # step 0: a | b; step 1: slot 0 = b+<eos>, slot 1 = a+a; step 2: slot 0 = frozen copy, slot 1 = a+a+<eos>
@@ -76,19 +76,8 @@ def test_tree_figure_marks_the_winner_path_over_width_slots(reverser):
 
 # ------------------------------------------------------------------ the page
 @pytest.fixture(scope="module")
-def lab_root(tmp_path_factory):
-    root = build_lab_checkpoints(tmp_path_factory.mktemp("checkpoints"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ATTENTION_LAB_CHECKPOINTS", str(root))
-        yield root
-
-
-@pytest.fixture(scope="module")
 def beam_app(lab_root):
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("pages/beam_search.py").run()
+    at = open_page("pages/beam_search.py", timeout=60)
     assert not at.exception
     return at
 

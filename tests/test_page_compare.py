@@ -20,6 +20,7 @@ from seq2seq.report import TUTORIAL_REFERENCE
 from seq2seq.text import REVERSE_ALPHABET
 from seq2seq.vocab import SPECIALS, Vocab
 
+from apptest_util import open_page
 from conftest import tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,14 +88,6 @@ def build_lab_checkpoints(root: Path) -> Path:
     (root / "translate-luong").mkdir()
     (root / "translate-luong" / "card.json").write_text("{not json")
     return root
-
-
-@pytest.fixture(scope="module")
-def lab_root(tmp_path_factory):
-    root = build_lab_checkpoints(tmp_path_factory.mktemp("checkpoints"))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ATTENTION_LAB_CHECKPOINTS", str(root))
-        yield root
 
 
 # ------------------------------------------------------------------ AppTest helpers
@@ -194,10 +187,7 @@ def test_grid_rows_are_two_wide():
 # ------------------------------------------------------------------ the page
 @pytest.fixture(scope="module")
 def compare_app(lab_root):
-    from streamlit.testing.v1 import AppTest
-
-    at = AppTest.from_file(APP, default_timeout=60).run()
-    at.switch_page("pages/compare.py").run()
+    at = open_page("pages/compare.py", timeout=60)
     assert not at.exception
     return at
 
