@@ -1,7 +1,8 @@
 """The Translate and Reverse pages: type, decode, and watch the decoder look at the source."""
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
 import streamlit as st
 
 from seq2seq import figures
@@ -9,6 +10,9 @@ from seq2seq.alignment import diagonality, row_entropy
 
 from .common import (EXAMPLES, decode_for_page, init_state, model_entries, model_label, save_state, set_url,
                      sidebar_settings, text_with_examples)
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 PLOTLY_CONFIG = {"displaylogo": False, "displayModeBar": True,
                  "toImageButtonOptions": {"format": "png", "scale": 2, "filename": "attention-lab"}}
@@ -24,6 +28,8 @@ def default_model(entries: list[dict], task: str) -> str:
 
 
 def exact_match_frame(entries: list[dict]) -> pd.DataFrame:
+    import pandas as pd  # only the Reverse page needs it: kept off the Translate page's first load
+
     rows = []
     for e in entries:
         rev = (e["card"] or {}).get("metrics", {}).get("reversal", {})
@@ -95,6 +101,8 @@ def render_inspector(task: str) -> None:
             c1, c2 = st.columns([1, 3])
             c1.metric("diagonality", f"{diagonality(result.alignment):.2f}",
                       help="Mean share of each output row's weight on the mirrored source position (1 = ideal).")
+            import pandas as pd
+
             ent = pd.DataFrame({"step": range(1, len(result.output_tokens) + 1),
                                 "entropy (nats)": row_entropy(result.alignment), "curve": result.alignment_kind})
             c2.altair_chart(figures.line_chart(ent, "step", "entropy (nats)", "curve",

@@ -40,6 +40,15 @@ def next_token_logprobs(logits: torch.Tensor) -> torch.Tensor:
     return logp
 
 
+def greedy_choice(logits: torch.Tensor) -> torch.Tensor:
+    """[B, V] logits -> [B] argmax ids, never <pad> or <sos>. The argmax of the logits is
+    the argmax of the log-probabilities, so greedy choices need no softmax over V.
+    Writes -inf into those two columns of `logits` (a fresh tensor each step)."""
+    logits[..., PAD_ID] = float("-inf")
+    logits[..., SOS_ID] = float("-inf")
+    return logits.argmax(-1)
+
+
 def _source_lengths(src_lens) -> list[int]:
     return [int(n) for n in src_lens]
 
@@ -58,11 +67,16 @@ def _prefix_tensor(prefix, batch: int, device):
 
 @torch.inference_mode()
 def greedy_decode(model: Seq2Seq, src, src_lens, max_len: int | None = None, topk: int = 5,
-                  prefix: list[list[int]] | None = None, compact_at: float = 0.75) -> list[Hypothesis]:
+                  prefix: list[list[int]] | None = None, compact_at: float = 0.75,
+                  details: bool = True) -> list[Hypothesis]:
     """Argmax at every step for a batch. src [B, S], src_lens [B].
 
     prefix: per sequence, ids forced as the first outputs (the model's probabilities for
     them are still recorded).
+
+    details=False records only the chosen ids (what corpus BLEU needs): no softmax over the
+    vocabulary, no top-k, no attention copies. The hypotheses then carry tokens and
+    step_tokens; their log_prob and score are NaN and the per-step lists are empty.
 
     Sequences that have ended leave the batch: once the rows still writing fall to
     `compact_at` of the rows computed, the batch is compacted (memory and state keep only
@@ -78,15 +92,21 @@ def greedy_decode(model: Seq2Seq, src, src_lens, max_len: int | None = None, top
     prev = torch.full((batch,), SOS_ID, dtype=torch.long, device=device)
     records = []                                       # per step: rows written and what they wrote
     for t in range(max_len):
-        logits, state, attn = model.decode_step(prev, state, memory)
-        logp = next_token_logprobs(logits)                             # [A, V]
-        top_p, top_i = logp.topk(k, -1)                                # [A, k]
-        chosen = top_i[:, 0]                                           # argmax
+        if details:
+            logits, state, attn = model.decode_step(prev, state, memory)
+            logp = next_token_logprobs(logits)                         # [A, V]
+            chosen = greedy_choice(logits)                             # [A]
+        else:  # the same ids without every logit in float32 (models/output.py)
+            chosen, state, attn = model.decode_step_argmax(prev, state, memory, (PAD_ID, SOS_ID))
         if forced is not None and t < forced.size(1):
             chosen = torch.where(t < forced_lens[active], forced[active, t], chosen)
         live = ~done
-        records.append((active[live], chosen[live], logp.gather(1, chosen[:, None]).squeeze(1)[live],
-                        top_i[live], top_p[live], None if attn is None else attn[live]))
+        if details:
+            top_p, top_i = logp.topk(k, -1)                            # [A, k]
+            records.append((active[live], chosen[live], logp.gather(1, chosen[:, None]).squeeze(1)[live],
+                            top_i[live], top_p[live], None if attn is None else attn[live]))
+        else:
+            records.append((active[live], chosen[live]))
         done = done | (chosen == EOS_ID)
         n_live = int((~done).sum())                                    # one sync per step
         if n_live == 0:
@@ -99,16 +119,29 @@ def greedy_decode(model: Seq2Seq, src, src_lens, max_len: int | None = None, top
     # assemble [B, T] arrays from the per-step records, one transfer at the end
     T = len(records)
     toks = torch.full((batch, T), PAD_ID, dtype=torch.long)
+    steps_written = torch.zeros(batch, dtype=torch.long)
+    for t, (rows, tok, *_) in enumerate(records):
+        rows = rows.cpu()
+        toks[rows, t] = tok.cpu()
+        steps_written[rows] += 1
+    if not details:
+        hyps = []
+        for b, n in enumerate(steps_written.tolist()):
+            steps = toks[b, :n].tolist()
+            finished = bool(n and steps[-1] == EOS_ID)
+            hyps.append(Hypothesis(
+                tokens=steps[:-1] if finished else steps, log_prob=float("nan"), score=float("nan"),
+                finished=finished, step_tokens=steps, step_probs=[], topk_ids=[], topk_probs=[],
+                attention=None))
+        return hyps
     logps = torch.zeros(batch, T)
     topi = torch.zeros(batch, T, k, dtype=torch.long)
     topp = torch.zeros(batch, T, k)
-    steps_written = torch.zeros(batch, dtype=torch.long)
     attn_all = None if records[0][5] is None else np.zeros((batch, T, src.size(1)), dtype=np.float32)
-    for t, (rows, tok, lp, ti, tp, at) in enumerate(records):
+    for t, (rows, _, lp, ti, tp, at) in enumerate(records):
         rows = rows.cpu()
-        toks[rows, t], logps[rows, t] = tok.cpu(), lp.float().cpu()
+        logps[rows, t] = lp.float().cpu()
         topi[rows, t], topp[rows, t] = ti.cpu(), tp.exp().float().cpu()
-        steps_written[rows] += 1
         if at is not None:
             attn_all[rows.numpy(), t] = at.float().cpu().numpy()
     hyps = []

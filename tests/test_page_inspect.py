@@ -106,3 +106,14 @@ def test_translate_page_attention_beam_prefix_and_saliency():
         assert not at.exception
         assert "saliency" in messages(at)
         assert "not attention" in heatmap(at)["layout"]["title"]["text"]
+
+
+def test_the_chart_preloader_leaves_only_the_real_charts():
+    # the first run sends a one-cell chart before the heavy imports; it must be gone when
+    # the page is drawn, and later runs must not send it again
+    at = open_page("pages/reverse.py", {"text": "abc"})
+    assert at.session_state["_charts_preloaded"] is True
+    figs = plotly_figures(at)
+    assert len(figs) == 2 and all(f["layout"].get("height") != 10 for f in figs)
+    at.run()
+    assert len(plotly_figures(at)) == 2

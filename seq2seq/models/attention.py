@@ -15,6 +15,16 @@ def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return F.softmax(scores, dim=-1)
 
 
+def tanh_via_sigmoid(x: torch.Tensor) -> torch.Tensor:
+    """tanh(x) = 2 sigmoid(2x) - 1 (within 2e-7 of torch.tanh). On the CPU, torch.tanh is
+    several times slower than torch.sigmoid, and the [B, S, A] energies of additive
+    attention are the largest elementwise tensor of a decoder step. Without autograd the
+    chain runs in place on x (a fresh tensor)."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return 2 * torch.sigmoid(2 * x) - 1
+    return x.mul_(2).sigmoid_().mul_(2).sub_(1)
+
+
 class AdditiveAttention(nn.Module):
     """Bahdanau et al. (2015): score(s, h_j) = v^T tanh(W_q s + W_k h_j)."""
 
@@ -29,7 +39,7 @@ class AdditiveAttention(nn.Module):
 
     def forward(self, query, keys, memory, mask):
         # query [B, Hq], keys [B, S, A], memory [B, S, Hm], mask [B, S]
-        energy = torch.tanh(keys + self.w_query(query).unsqueeze(1))  # [B, S, A]
+        energy = tanh_via_sigmoid(keys + self.w_query(query).unsqueeze(1))  # [B, S, A]
         weights = masked_softmax(self.v(energy).squeeze(-1), mask)    # [B, S]
         context = torch.bmm(weights.unsqueeze(1).to(memory.dtype), memory).squeeze(1)  # [B, Hm]
         return context, weights

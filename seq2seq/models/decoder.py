@@ -3,6 +3,9 @@
     prepare(enc_outputs, enc_final, mask) -> (Memory, state)   once per input
     step(prev [B], state, memory) -> (logits [B, V], state, attention [B, S] | None)
 
+Each architecture writes `step_features`, which stops before the output layer; `step`
+adds the output layer, and `step_argmax` its exact greedy argmax (output.py).
+
 A state is a dict of batch-first tensors, so beam search can reorder any decoder's
 state with one `index_select` on dim 0."""
 from __future__ import annotations
@@ -15,6 +18,7 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig
 from .attention import AdditiveAttention, GeneralAttention
+from .output import OutputLayer
 
 State = dict  # name -> batch-first tensor
 
@@ -45,24 +49,6 @@ def _from_rnn(h: torch.Tensor) -> torch.Tensor:
     return h.transpose(0, 1)                      # [L, B, H] -> [B, L, H]
 
 
-class OutputLayer(nn.Module):
-    """Features -> vocabulary logits; with `tied`, through the target embedding matrix."""
-
-    def __init__(self, in_dim: int, vocab_size: int, embedding: nn.Embedding, tied: bool):
-        super().__init__()
-        self.tied = tied
-        if tied:
-            self.proj = nn.Linear(in_dim, embedding.embedding_dim)
-            self.embedding = embedding            # shared weight [V, E]
-        else:
-            self.proj = nn.Linear(in_dim, vocab_size)
-
-    def forward(self, x):
-        if self.tied:
-            return F.linear(self.proj(x), self.embedding.weight)  # [.., E] -> [.., V]
-        return self.proj(x)                                        # [.., in] -> [.., V]
-
-
 class DecoderBase(nn.Module):
     def __init__(self, cfg: ModelConfig, rnn_cls, rnn_in: int, out_in: int):
         super().__init__()
@@ -78,6 +64,26 @@ class DecoderBase(nn.Module):
             with torch.no_grad():
                 nn.init.normal_(self.embedding.weight, 0.0, cfg.emb_dim ** -0.5)
                 self.embedding.weight[cfg.pad_id].zero_()
+
+    def step(self, prev, state, memory):
+        feats, state, attn = self.step_features(prev, state, memory)
+        return self.out(self.dropout(feats)), state, attn                # [B, V]
+
+    def step_argmax(self, prev, state, memory, exclude: tuple[int, ...]):
+        # greedy decoding's step: ids [B] of the argmax logits, without all of them in float32
+        feats, state, attn = self.step_features(prev, state, memory)
+        return self.out.argmax(self.dropout(feats), exclude), state, attn
+
+    def rnn_step(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One GRU step: x [B, In], h [B, L, H] -> top-layer output [B, H], new h [B, L, H].
+        A one-layer GRU goes through torch.gru_cell: the same arithmetic as nn.GRU (the
+        results are bitwise equal) without its per-call sequence set-up and transposes."""
+        if self.n_layers == 1 and isinstance(self.rnn, nn.GRU):
+            r = self.rnn
+            h1 = torch.gru_cell(x, h[:, 0], r.weight_ih_l0, r.weight_hh_l0, r.bias_ih_l0, r.bias_hh_l0)
+            return h1, h1.unsqueeze(1)
+        out, h = self.rnn(x.unsqueeze(1), _to_rnn(h))
+        return out.squeeze(1), _from_rnn(h)
 
     def embed(self, prev: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.embedding(prev))   # [B] -> [B, E]  (or [B, T] -> [B, T, E])
@@ -96,11 +102,10 @@ class SutskeverDecoder(DecoderBase):
         h, c = enc_final                                       # [L, B, H] each
         return Memory(mask=mask), {"h": _from_rnn(h), "c": _from_rnn(c)}
 
-    def step(self, prev, state, memory):
+    def step_features(self, prev, state, memory):
         x = self.embed(prev).unsqueeze(1)                      # [B, 1, E]
         out, (h, c) = self.rnn(x, (_to_rnn(state["h"]), _to_rnn(state["c"])))
-        logits = self.out(self.dropout(out.squeeze(1)))        # [B, V]
-        return logits, {"h": _from_rnn(h), "c": _from_rnn(c)}, None
+        return out.squeeze(1), {"h": _from_rnn(h), "c": _from_rnn(c)}, None  # [B, H]
 
     def teacher_forced(self, tgt_in, state, memory):
         x = self.embed(tgt_in)                                 # [B, T, E]
@@ -118,12 +123,12 @@ class ChoDecoder(DecoderBase):
         z = enc_final[-1]                                      # [B, H] top layer
         return Memory(mask=mask, context=z), {"h": _from_rnn(enc_final)}
 
-    def step(self, prev, state, memory):
+    def step_features(self, prev, state, memory):
         x = self.embed(prev)                                   # [B, E]
         z = memory.context                                     # [B, H]
-        out, h = self.rnn(torch.cat([x, z], -1).unsqueeze(1), _to_rnn(state["h"]))
-        feats = torch.cat([x, out.squeeze(1), z], -1)          # [B, E + H + H]
-        return self.out(self.dropout(feats)), {"h": _from_rnn(h)}, None
+        out, h = self.rnn_step(torch.cat([x, z], -1), state["h"])
+        feats = torch.cat([x, out, z], -1)                     # [B, E + H + H]
+        return feats, {"h": h}, None
 
     def teacher_forced(self, tgt_in, state, memory):
         x = self.embed(tgt_in)                                 # [B, T, E]
@@ -157,13 +162,13 @@ class BahdanauDecoder(_BridgedAttentionDecoder):
         memory = Memory(mask=mask, outputs=enc_outputs, keys=self.attention.precompute(enc_outputs))
         return memory, {"h": self.initial_hidden(enc_final)}
 
-    def step(self, prev, state, memory):
+    def step_features(self, prev, state, memory):
         x = self.embed(prev)                                       # [B, E]
         h = state["h"]                                             # [B, L, H]
         context, attn = self.attention(h[:, -1], memory.keys, memory.outputs, memory.mask)
-        out, h = self.rnn(torch.cat([x, context], -1).unsqueeze(1), _to_rnn(h))
-        feats = torch.cat([out.squeeze(1), context, x], -1)       # [B, H + Hm + E]
-        return self.out(self.dropout(feats)), {"h": _from_rnn(h)}, attn
+        out, h = self.rnn_step(torch.cat([x, context], -1), h)
+        feats = torch.cat([out, context, x], -1)                   # [B, H + Hm + E]
+        return feats, {"h": h}, attn
 
 
 class LuongDecoder(_BridgedAttentionDecoder):
@@ -181,14 +186,12 @@ class LuongDecoder(_BridgedAttentionDecoder):
         h = self.initial_hidden(enc_final)
         return memory, {"h": h, "feed": torch.zeros_like(h[:, -1])}
 
-    def step(self, prev, state, memory):
+    def step_features(self, prev, state, memory):
         x = self.embed(prev)                                       # [B, E]
-        out, h = self.rnn(torch.cat([x, state["feed"]], -1).unsqueeze(1), _to_rnn(state["h"]))
-        query = out.squeeze(1)                                     # [B, H]
+        query, h = self.rnn_step(torch.cat([x, state["feed"]], -1), state["h"])  # [B, H]
         context, attn = self.attention(query, memory.keys, memory.outputs, memory.mask)
         attentional = torch.tanh(self.combine(torch.cat([context, query], -1)))  # [B, H]
-        logits = self.out(self.dropout(attentional))
-        return logits, {"h": _from_rnn(h), "feed": attentional}, attn
+        return attentional, {"h": h, "feed": attentional}, attn
 
 
 DECODERS = {"lstm": SutskeverDecoder, "gru": ChoDecoder,

@@ -42,6 +42,10 @@ class Seq2Seq(nn.Module):
         # prev [B] -> logits [B, V], next state, attention [B, S] or None
         return self.decoder.step(prev, state, memory)
 
+    def decode_step_argmax(self, prev, state, memory, exclude: tuple[int, ...]):
+        # prev [B] -> ids [B] of the float32 argmax logits (never `exclude`), next state, attention
+        return self.decoder.step_argmax(prev, state, memory, exclude)
+
     def forward(self, src, src_lens, tgt, teacher_forcing: float = 1.0):
         """Logits [B, T-1, V] predicting tgt[:, 1:].
 

@@ -1,0 +1,146 @@
+"""The output layer (features -> vocabulary logits) and a fast, exact greedy argmax.
+
+The last matmul of every decoder step, [B, D] x [D, V], is the largest one in decoding.
+`OutputLayer.argmax` finds the float32 argmax of the logits without computing all of
+them in float32: it scores the whole vocabulary in bfloat16 (several times faster on
+CPUs with native bf16 dot products), rescores the K best candidates exactly in float32,
+and proves with a rounding-error bound that no other token can beat the best of them.
+Rows where the proof fails (logits too close to call) are recomputed in float32 in full.
+So the chosen ids are the float32 argmax's, not an approximation of it."""
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+BF16_UNIT_ROUNDOFF = 2.0 ** -8        # bfloat16 keeps 8 significant bits
+FP32_UNIT_ROUNDOFF = 2.0 ** -24
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX); elsewhere
+    bf16 matmuls are emulated and slower than float32, so the fast path is not taken."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = next((line for line in f if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def logit_error_bound(features: torch.Tensor, weight_row_norm_max: torch.Tensor,
+                      approx: torch.Tensor, bias_abs_max: float = 0.0) -> torch.Tensor:
+    """Upper bound on |bf16 logit - exact logit| for every token of each row.
+
+    features [B, D]; approx [B] the bf16 logits (as float32) the bound is applied to.
+    Each product e_k w_k loses at most (2u + u^2)|e_k||w_k| to rounding both factors to
+    bf16 (u = 2^-8); the float32 sum adds at most D u32 sum|e_k w_k| (any summation order);
+    sum |e_k||w_k| <= ||e|| ||w|| (Cauchy-Schwarz); the bf16 result itself is rounded, which
+    moves it by at most |approx - bias| u / (1 - u) <= (|approx| + max|bias|) u / (1 - u).
+    The exact float32 rescoring has the same D u32 slack again, counted twice over.
+    The bound grows with approx, so applied to the largest logit outside the candidates it covers them all."""
+    u, d = BF16_UNIT_ROUNDOFF, features.size(-1)
+    norm = features.norm(dim=-1)                                   # [B]
+    if approx.dim() > norm.dim():
+        norm = norm.unsqueeze(-1)                                  # against [B, V] logits
+    product_and_sum = (2 * u + u * u + 3 * d * FP32_UNIT_ROUNDOFF) * norm * weight_row_norm_max
+    return product_and_sum + (approx.abs() + bias_abs_max) * (u / (1 - u))
+
+
+class OutputLayer(nn.Module):
+    """Features -> vocabulary logits; with `tied`, through the target embedding matrix."""
+
+    BLOCK = 128         # argmax: ids per block of the two-stage candidate search
+    BLOCKS_KEPT = 2     # argmax: blocks whose ids compete for the K candidates
+    FAST_MIN_ROWS = 16  # argmax: below this many rows the fixed cost of the bf16 path loses
+
+    def __init__(self, in_dim: int, vocab_size: int, embedding: nn.Embedding, tied: bool):
+        super().__init__()
+        self.tied = tied
+        if tied:
+            self.proj = nn.Linear(in_dim, embedding.embedding_dim)
+            self.embedding = embedding            # shared weight [V, E]
+        else:
+            self.proj = nn.Linear(in_dim, vocab_size)
+        self._bf16_cache = None                   # (weight version key, bf16 weight, max row norm)
+        self.fast_argmax: bool | None = None      # argmax's default path; None: chosen per call
+
+    def final_operands(self, x):
+        """The last matmul's operands: logits = h @ weight.T (+ bias)."""
+        if self.tied:
+            return self.proj(x), self.embedding.weight, None     # h [.., E], weight [V, E]
+        return x, self.proj.weight, self.proj.bias                # h [.., in], weight [V, in]
+
+    def forward(self, x):
+        h, weight, bias = self.final_operands(x)
+        return F.linear(h, weight, bias)                          # [.., D] -> [.., V]
+
+    def _bf16_weight(self, weight: torch.Tensor):
+        # The optimizer updates weights in place, which bumps their version counter:
+        # the bf16 copy is rebuilt after any training step.
+        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+        if self._bf16_cache is None or self._bf16_cache[0] != key:
+            w = weight.detach()
+            pad = -w.size(0) % self.BLOCK                 # zero rows up to whole blocks
+            w16 = F.pad(w, (0, 0, 0, pad)).to(torch.bfloat16)
+            self._bf16_cache = (key, w16, w.float().norm(dim=-1).max())
+        return self._bf16_cache[1], self._bf16_cache[2]
+
+    @torch.no_grad()
+    def argmax(self, x: torch.Tensor, exclude: tuple[int, ...], candidates: int = 8,
+               fast: bool | None = None) -> torch.Tensor:
+        """[B, in] features -> [B] ids of the float32 argmax logit, `exclude` ids never
+        chosen. fast=None: self.fast_argmax, or when that is None too, the bf16 path on
+        CPUs with native bf16 for FAST_MIN_ROWS rows or more (see the module doc)."""
+        h, weight, bias = self.final_operands(x)
+        h = h.float()
+        if fast is None:
+            fast = self.fast_argmax
+        if fast is None:
+            fast = (h.device.type == "cpu" and weight.dtype == torch.float32
+                    and h.size(0) >= self.FAST_MIN_ROWS and cpu_has_native_bf16())
+        V = weight.size(0)
+        exclude = torch.tensor(exclude, dtype=torch.long, device=h.device)
+        if not fast or V <= (self.BLOCKS_KEPT + 1) * self.BLOCK:
+            logits = F.linear(h, weight, bias)
+            logits.index_fill_(1, exclude, float("-inf"))
+            return logits.argmax(-1)
+        w16, w_norm_max = self._bf16_weight(weight)
+        B, Vp = h.size(0), w16.size(0)
+        approx = F.linear(h.to(torch.bfloat16), w16).float()                      # [B, Vp]
+        if bias is not None:
+            approx[:, :V] += bias   # the bias is exact in both; only the dot products differ
+        approx[:, V:] = float("-inf")                                              # padding rows
+        approx.index_fill_(1, exclude, float("-inf"))
+        # Candidates in two stages, because a top-k over all V is slow on the CPU: the
+        # blocks (of BLOCK ids) with the highest maxima, then the top K inside them.
+        blocks = approx.view(B, Vp // self.BLOCK, self.BLOCK)                      # [B, nb, BLOCK]
+        block_max = blocks.amax(-1)                                                 # [B, nb]
+        nb_keep = min(self.BLOCKS_KEPT, block_max.size(1) - 1)
+        bvals, bids = block_max.topk(nb_keep + 1, -1)                               # [B, kept + 1]
+        inside = blocks.gather(1, bids[:, :nb_keep, None].expand(-1, -1, self.BLOCK))
+        cand_vals, cand_pos = inside.reshape(B, -1).topk(candidates, -1, sorted=False)  # [B, K]
+        cand = bids.gather(1, cand_pos // self.BLOCK) * self.BLOCK + cand_pos % self.BLOCK  # token ids
+        # the best bf16 logit outside the candidates: at most the weakest candidate in the
+        # kept blocks, and at most the best block left out
+        runner_up = torch.maximum(cand_vals.min(-1).values, bvals[:, nb_keep])
+        cand_rows = weight.index_select(0, cand.view(-1)).view(B, candidates, -1)  # [B, K, D]
+        exact = (cand_rows * h.unsqueeze(1)).sum(-1)                                     # [B, K]
+        if bias is not None:
+            exact += bias[cand]
+        exact.masked_fill_(cand_vals == float("-inf"), float("-inf"))  # excluded ids stay out
+        best, which = exact.max(-1)                                                 # [B]
+        chosen = cand.gather(1, which.unsqueeze(1)).squeeze(1)
+        # every token outside the candidates has a bf16 logit <= runner_up, so its exact
+        # logit is at most that plus the bound; the winner must beat it strictly
+        bias_abs_max = 0.0 if bias is None else float(bias.abs().max())
+        proven = best > runner_up + logit_error_bound(h, w_norm_max, runner_up, bias_abs_max)
+        if not bool(proven.all()):
+            rows = (~proven).nonzero().squeeze(1)
+            logits = F.linear(h[rows], weight, bias)
+            logits.index_fill_(1, exclude, float("-inf"))
+            chosen[rows] = logits.argmax(-1)
+        return chosen

@@ -1,0 +1,126 @@
+"""The fast greedy argmax (bf16 scores, exact float32 rescoring, a proven bound) must
+choose exactly the float32 argmax, whatever the CPU: these tests force the fast path."""
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from seq2seq.decoding import greedy_decode
+from seq2seq.evaluate import decode_corpus
+from seq2seq.models.output import OutputLayer, logit_error_bound
+from seq2seq.vocab import EOS_ID, PAD_ID, SOS_ID
+
+from conftest import padded_batch, tiny_model
+
+EXCLUDE = (PAD_ID, SOS_ID)
+
+
+def _layer(tied: bool, vocab=1000, in_dim=48, emb=32, seed=0) -> OutputLayer:
+    torch.manual_seed(seed)
+    embedding = nn.Embedding(vocab, emb)
+    with torch.no_grad():
+        embedding.weight.mul_(0.3)
+    return OutputLayer(in_dim, vocab, embedding, tied).eval()
+
+
+def _exact(layer, x):
+    logits = layer(x)
+    logits[:, list(EXCLUDE)] = float("-inf")
+    return logits.argmax(-1)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("scale", [0.1, 1.0, 10.0])
+def test_fast_argmax_is_the_float32_argmax(tied, scale):
+    layer = _layer(tied)
+    x = torch.randn(400, 48, generator=torch.Generator().manual_seed(1)) * scale
+    assert torch.equal(layer.argmax(x, EXCLUDE, fast=True), _exact(layer, x))
+
+
+def test_near_ties_that_bf16_cannot_separate_are_settled_in_float32():
+    layer = _layer(tied=True)
+    w = layer.embedding.weight
+    with torch.no_grad():
+        # ids 500/501 (and 700/701, in another block) differ by far less than bf16 resolves
+        w[501] = w[500] * (1 + 1e-5)
+        w[700] = w[500] * (1 - 1e-5)
+        w[701] = w[500] * (1 + 2e-5)
+    h = w[500].detach().clone().repeat(64, 1) * torch.linspace(0.5, 3, 64).unsqueeze(1)  # features aligned with them
+    x = torch.linalg.lstsq(layer.proj.weight.detach(), (h - layer.proj.bias.detach()).T).solution.T
+    got = layer.argmax(x, EXCLUDE, fast=True)
+    assert torch.equal(got, _exact(layer, x))
+    assert set(got.tolist()) <= {500, 501, 700, 701}
+
+
+def test_excluded_ids_are_never_chosen_even_when_they_score_highest():
+    layer = _layer(tied=False)
+    with torch.no_grad():
+        layer.proj.bias[PAD_ID] += 100.0
+        layer.proj.bias[SOS_ID] += 90.0
+    x = torch.randn(64, 48)
+    got = layer.argmax(x, EXCLUDE, fast=True)
+    assert not set(got.tolist()) & set(EXCLUDE)
+    assert torch.equal(got, _exact(layer, x))
+
+
+def test_the_bf16_copy_follows_in_place_weight_updates():
+    layer = _layer(tied=True)
+    x = torch.randn(64, 48)
+    before = layer.argmax(x, EXCLUDE, fast=True)
+    with torch.no_grad():
+        layer.embedding.weight.mul_(-1.0)          # what an optimizer step does: in place
+    after = layer.argmax(x, EXCLUDE, fast=True)
+    assert torch.equal(after, _exact(layer, x))
+    assert not torch.equal(before, after)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_error_bound_holds_for_every_logit(seed):
+    g = torch.Generator().manual_seed(seed)
+    h = torch.randn(200, 128, generator=g) * (seed + 1)
+    w = torch.randn(3000, 128, generator=g) * 0.2
+    exact = F.linear(h.double(), w.double())                                  # the true values
+    approx = F.linear(h.bfloat16(), w.bfloat16()).float()
+    bound = logit_error_bound(h, w.norm(dim=-1).max(), approx)               # [B, V]
+    assert ((approx.double() - exact).abs() <= bound.double()).all()
+
+
+def _varied_length_model(arch, vocab=900):
+    """A random model with a vocabulary large enough for the fast argmax, peaked
+    distributions, and <eos> boosted until outputs end at several lengths."""
+    src, lens = padded_batch([5, 3, 7, 1, 4] * 8, seed=3)
+    for boost in (0.5, 0.75, 1.0, 1.25, 1.5, 2.0):
+        model = tiny_model(arch, seed=2, tgt_vocab=vocab, hidden_dim=32, emb_dim=32)
+        with torch.no_grad():
+            for p in model.decoder.parameters():
+                p.mul_(3.0)
+            model.decoder.out.proj.bias[EOS_ID] += boost
+        if len({len(h.step_tokens) for h in greedy_decode(model, src, lens)}) > 2:
+            return model, src, lens
+    raise AssertionError("no boost gave varied lengths")
+
+
+@pytest.mark.parametrize("arch", ["gru", "bahdanau", "luong", "lstm"])
+def test_tokens_only_greedy_equals_detailed_greedy_with_a_large_vocabulary(arch):
+    model, src, lens = _varied_length_model(arch)
+    detailed = greedy_decode(model, src, lens)
+    for fast in (True, False):      # with and without the bf16 argmax, whatever this CPU has
+        model.decoder.out.fast_argmax = fast
+        tokens_only = greedy_decode(model, src, lens, details=False)
+        assert [h.step_tokens for h in tokens_only] == [h.step_tokens for h in detailed]
+        assert [h.finished for h in tokens_only] == [h.finished for h in detailed]
+
+
+def test_decode_corpus_ids_do_not_depend_on_the_number_of_threads():
+    threads = torch.get_num_threads()
+    model = tiny_model("bahdanau", seed=4, tgt_vocab=600)
+    with torch.no_grad():
+        model.decoder.out.proj.bias[EOS_ID] += 1.5
+    g = torch.Generator().manual_seed(5)
+    sources = [torch.randint(4, 23, (int(n),), generator=g).tolist() for n in torch.randint(1, 15, (90,), generator=g)]
+    one = decode_corpus(model, sources, "cpu", batch_size=16, workers=1)
+    two = decode_corpus(model, sources, "cpu", batch_size=16, workers=2)
+    beam_one = decode_corpus(model, sources[:30], "cpu", beam=3, batch_size=12, workers=1)
+    beam_two = decode_corpus(model, sources[:30], "cpu", beam=3, batch_size=12, workers=2)
+    assert one == two and beam_one == beam_two
+    assert torch.get_num_threads() == threads        # the workers' setting stays theirs
