@@ -37,6 +37,12 @@ def test_fast_argmax_is_the_float32_argmax(tied, scale):
     assert torch.equal(layer.argmax(x, EXCLUDE, fast=True), _exact(layer, x))
 
 
+def _aligned_features(layer, direction, n=64):
+    """Features x with proj(x) = direction scaled by n factors (the tied layer's h)."""
+    h = direction.detach().clone().repeat(n, 1) * torch.linspace(0.5, 3, n).unsqueeze(1)
+    return torch.linalg.lstsq(layer.proj.weight.detach(), (h - layer.proj.bias.detach()).T).solution.T
+
+
 def test_near_ties_that_bf16_cannot_separate_are_settled_in_float32():
     layer = _layer(tied=True)
     w = layer.embedding.weight
@@ -45,11 +51,25 @@ def test_near_ties_that_bf16_cannot_separate_are_settled_in_float32():
         w[501] = w[500] * (1 + 1e-5)
         w[700] = w[500] * (1 - 1e-5)
         w[701] = w[500] * (1 + 2e-5)
-    h = w[500].detach().clone().repeat(64, 1) * torch.linspace(0.5, 3, 64).unsqueeze(1)  # features aligned with them
-    x = torch.linalg.lstsq(layer.proj.weight.detach(), (h - layer.proj.bias.detach()).T).solution.T
+    x = _aligned_features(layer, w[500])
     got = layer.argmax(x, EXCLUDE, fast=True)
     assert torch.equal(got, _exact(layer, x))
     assert set(got.tolist()) <= {500, 501, 700, 701}
+
+
+def test_near_ties_in_more_blocks_than_are_kept_fall_back_to_float32(monkeypatch):
+    layer = _layer(tied=True)
+    w = layer.embedding.weight
+    with torch.no_grad():  # one near-tie in each of BLOCKS_KEPT + 1 blocks
+        for i, block in enumerate(range(1, OutputLayer.BLOCKS_KEPT + 2)):
+            w[block * OutputLayer.BLOCK + 7] = w[5] * (1 + (i + 1) * 1e-5)
+    x = _aligned_features(layer, w[5])
+    calls = []
+    original = OutputLayer._exact_argmax
+    monkeypatch.setattr(OutputLayer, "_exact_argmax",
+                        lambda self, h, *a: calls.append(len(h)) or original(self, h, *a))
+    assert torch.equal(layer.argmax(x, EXCLUDE, fast=True), _exact(layer, x))
+    assert calls and calls[0] > 0          # those rows went through the float32 fallback
 
 
 def test_excluded_ids_are_never_chosen_even_when_they_score_highest():

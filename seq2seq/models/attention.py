@@ -8,6 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .kernels import PackedLinears
+
 
 def masked_softmax(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """scores [B, S], mask [B, S] (True = real token) -> weights [B, S], rows sum to 1."""
@@ -33,13 +35,15 @@ class AdditiveAttention(nn.Module):
         self.w_query = nn.Linear(query_dim, attn_dim, bias=False)
         self.w_key = nn.Linear(key_dim, attn_dim)
         self.v = nn.Linear(attn_dim, 1, bias=False)
+        self.kernels = PackedLinears()
 
     def precompute(self, memory: torch.Tensor) -> torch.Tensor:
-        return self.w_key(memory)                                   # [B, S, Hm] -> [B, S, A]
+        return self.kernels.linear(memory, self.w_key.weight, self.w_key.bias)  # [B, S, Hm] -> [B, S, A]
 
     def forward(self, query, keys, memory, mask):
         # query [B, Hq], keys [B, S, A], memory [B, S, Hm], mask [B, S]
-        energy = tanh_via_sigmoid(keys + self.w_query(query).unsqueeze(1))  # [B, S, A]
+        q = self.kernels.linear(query, self.w_query.weight)                  # [B, A]
+        energy = tanh_via_sigmoid(keys + q.unsqueeze(1))                      # [B, S, A]
         weights = masked_softmax(self.v(energy).squeeze(-1), mask)    # [B, S]
         context = torch.bmm(weights.unsqueeze(1).to(memory.dtype), memory).squeeze(1)  # [B, Hm]
         return context, weights
@@ -51,9 +55,10 @@ class GeneralAttention(nn.Module):
     def __init__(self, query_dim: int, key_dim: int):
         super().__init__()
         self.w_a = nn.Linear(key_dim, query_dim, bias=False)
+        self.kernels = PackedLinears()
 
     def precompute(self, memory: torch.Tensor) -> torch.Tensor:
-        return self.w_a(memory)                                     # [B, S, Hm] -> [B, S, Hq]
+        return self.kernels.linear(memory, self.w_a.weight)        # [B, S, Hm] -> [B, S, Hq]
 
     def forward(self, query, keys, memory, mask):
         # query [B, Hq], keys [B, S, Hq]

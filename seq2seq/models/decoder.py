@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig
 from .attention import AdditiveAttention, GeneralAttention
+from .kernels import PackedLinears
 from .output import OutputLayer
 
 State = dict  # name -> batch-first tensor
@@ -58,6 +59,7 @@ class DecoderBase(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
         self.out = OutputLayer(out_in, cfg.tgt_vocab_size, self.embedding, cfg.tie_embeddings)
         self.n_layers = cfg.n_layers
+        self.kernels = PackedLinears()
         if cfg.tie_embeddings:
             # N(0, 1) rows would make the tied output layer's first logits huge (loss ~15):
             # scale so initial logits are O(1).
@@ -76,11 +78,22 @@ class DecoderBase(nn.Module):
 
     def rnn_step(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One GRU step: x [B, In], h [B, L, H] -> top-layer output [B, H], new h [B, L, H].
-        A one-layer GRU goes through torch.gru_cell: the same arithmetic as nn.GRU (the
-        results are bitwise equal) without its per-call sequence set-up and transposes."""
+        A one-layer GRU skips nn.GRU's per-call sequence set-up and transposes: decoding
+        runs the cell with oneDNN's packed matmuls (kernels.py), anything else through
+        torch.gru_cell (the same arithmetic as nn.GRU: bitwise equal results)."""
         if self.n_layers == 1 and isinstance(self.rnn, nn.GRU):
-            r = self.rnn
-            h1 = torch.gru_cell(x, h[:, 0], r.weight_ih_l0, r.weight_hh_l0, r.bias_ih_l0, r.bias_hh_l0)
+            r, h0 = self.rnn, h[:, 0]
+            if self.kernels.applies(x):
+                gi = self.kernels.linear(x, r.weight_ih_l0, r.bias_ih_l0)      # [B, 3H]
+                gh = self.kernels.linear(h0, r.weight_hh_l0, r.bias_hh_l0)     # [B, 3H]
+                i_r, i_z, i_n = gi.chunk(3, 1)
+                h_r, h_z, h_n = gh.chunk(3, 1)
+                reset = torch.sigmoid(i_r + h_r)
+                update = torch.sigmoid(i_z + h_z)
+                new = torch.tanh(i_n + reset * h_n)
+                h1 = new + update * (h0 - new)                                 # (1 - z) n + z h
+            else:
+                h1 = torch.gru_cell(x, h0, r.weight_ih_l0, r.weight_hh_l0, r.bias_ih_l0, r.bias_hh_l0)
             return h1, h1.unsqueeze(1)
         out, h = self.rnn(x.unsqueeze(1), _to_rnn(h))
         return out.squeeze(1), _from_rnn(h)
@@ -190,7 +203,8 @@ class LuongDecoder(_BridgedAttentionDecoder):
         x = self.embed(prev)                                       # [B, E]
         query, h = self.rnn_step(torch.cat([x, state["feed"]], -1), state["h"])  # [B, H]
         context, attn = self.attention(query, memory.keys, memory.outputs, memory.mask)
-        attentional = torch.tanh(self.combine(torch.cat([context, query], -1)))  # [B, H]
+        combined = self.kernels.linear(torch.cat([context, query], -1), self.combine.weight)
+        attentional = torch.tanh(combined)                         # [B, H]
         return attentional, {"h": h, "feed": attentional}, attn
 
 

@@ -5,6 +5,8 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from .kernels import PackedLinears
+
 
 class RNNEncoder(nn.Module):
     """Embedding -> dropout -> (bi-directional) LSTM or GRU, padding skipped by packing.
@@ -22,6 +24,8 @@ class RNNEncoder(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.directions = 2 if bidirectional else 1
         self.out_dim = hidden_dim * self.directions
+        self.cell = cell
+        self.kernels = PackedLinears()
 
     def embed(self, src: torch.Tensor) -> torch.Tensor:
         return self.embedding(src)                                   # [B, S] -> [B, S, E]
@@ -33,8 +37,44 @@ class RNNEncoder(nn.Module):
         x = self.dropout(embedded)
         if not pack:  # the tutorials' way (benchmark baseline): padding runs through the RNN
             return self.rnn(x)
+        if self.cell == "gru" and self.kernels.applies(x):
+            return self._gru_masked(x, src_lens)
         packed = pack_padded_sequence(x, src_lens.cpu(), batch_first=True, enforce_sorted=False)
         packed_out, final = self.rnn(packed)
         outputs, _ = pad_packed_sequence(packed_out, batch_first=True,
                                          total_length=src.size(1))  # [B, S, H * dirs]
         return outputs, final
+
+    def _gru_masked(self, x, src_lens):
+        """The GRU for decoding: every direction of every layer as one input matmul over all
+        steps, then per step one packed-weight matmul (kernels.py) and the gates, with a
+        mask in place of packing. Same semantics as the packed nn.GRU: padding outputs 0,
+        a backward pass starts at each sequence's last real token, final states as nn.GRU
+        gives them ([L * dirs, B, H])."""
+        B, S, _ = x.shape
+        mask = (torch.arange(S, device=x.device).unsqueeze(0)
+                < src_lens.to(x.device).unsqueeze(1)).unsqueeze(-1)       # [B, S, 1]
+        finals, layer_in = [], x
+        for layer in range(self.rnn.num_layers):
+            outs = []
+            for direction in range(self.directions):
+                sfx = f"_l{layer}" + ("_reverse" if direction else "")
+                w_ih, w_hh = getattr(self.rnn, "weight_ih" + sfx), getattr(self.rnn, "weight_hh" + sfx)
+                b_ih, b_hh = getattr(self.rnn, "bias_ih" + sfx), getattr(self.rnn, "bias_hh" + sfx)
+                gi = self.kernels.linear(layer_in, w_ih, b_ih)                  # [B, S, 3H]
+                h = x.new_zeros(B, w_hh.size(1))                                # [B, H]
+                out = x.new_zeros(B, S, w_hh.size(1))                           # [B, S, H]
+                for t in (range(S - 1, -1, -1) if direction else range(S)):
+                    gh = self.kernels.linear(h, w_hh, b_hh)                     # [B, 3H]
+                    i_r, i_z, i_n = gi[:, t].chunk(3, 1)
+                    h_r, h_z, h_n = gh.chunk(3, 1)
+                    reset = torch.sigmoid(i_r + h_r)
+                    update = torch.sigmoid(i_z + h_z)
+                    new = torch.tanh(i_n + reset * h_n)
+                    h_next = new + update * (h - new)
+                    h = torch.where(mask[:, t], h_next, h)                      # padding keeps h
+                    out[:, t] = h_next * mask[:, t]
+                outs.append(out)
+                finals.append(h)
+            layer_in = torch.cat(outs, -1) if self.directions == 2 else outs[0]
+        return layer_in, torch.stack(finals, 0)                                 # [B, S, H*dirs], [L*dirs, B, H]

@@ -3,10 +3,11 @@
 The last matmul of every decoder step, [B, D] x [D, V], is the largest one in decoding.
 `OutputLayer.argmax` finds the float32 argmax of the logits without computing all of
 them in float32: it scores the whole vocabulary in bfloat16 (several times faster on
-CPUs with native bf16 dot products), rescores the K best candidates exactly in float32,
-and proves with a rounding-error bound that no other token can beat the best of them.
-Rows where the proof fails (logits too close to call) are recomputed in float32 in full.
-So the chosen ids are the float32 argmax's, not an approximation of it."""
+CPUs with native bf16 dot products), and with a rounding-error bound on those scores
+keeps only the ids whose exact logit could still beat the bf16 leader's (usually one to
+three), which it rescores exactly in float32. Rows where the bound can't rule out the
+rest of the vocabulary are recomputed in float32 in full. So the chosen ids are the
+float32 argmax's, not an approximation of it."""
 from __future__ import annotations
 
 import functools
@@ -14,6 +15,8 @@ import functools
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .kernels import PackedLinears
 
 BF16_UNIT_ROUNDOFF = 2.0 ** -8        # bfloat16 keeps 8 significant bits
 FP32_UNIT_ROUNDOFF = 2.0 ** -24
@@ -41,7 +44,7 @@ def logit_error_bound(features: torch.Tensor, weight_row_norm_max: torch.Tensor,
     sum |e_k||w_k| <= ||e|| ||w|| (Cauchy-Schwarz); the bf16 result itself is rounded, which
     moves it by at most |approx - bias| u / (1 - u) <= (|approx| + max|bias|) u / (1 - u).
     The exact float32 rescoring has the same D u32 slack again, counted twice over.
-    The bound grows with approx, so applied to the largest logit outside the candidates it covers them all."""
+    approx + bound grows with approx, so applied to a block's largest logit it bounds them all."""
     u, d = BF16_UNIT_ROUNDOFF, features.size(-1)
     norm = features.norm(dim=-1)                                   # [B]
     if approx.dim() > norm.dim():
@@ -54,7 +57,7 @@ class OutputLayer(nn.Module):
     """Features -> vocabulary logits; with `tied`, through the target embedding matrix."""
 
     BLOCK = 128         # argmax: ids per block of the two-stage candidate search
-    BLOCKS_KEPT = 2     # argmax: blocks whose ids compete for the K candidates
+    BLOCKS_KEPT = 2     # argmax: the best blocks, whose ids are checked one by one
     FAST_MIN_ROWS = 16  # argmax: below this many rows the fixed cost of the bf16 path loses
 
     def __init__(self, in_dim: int, vocab_size: int, embedding: nn.Embedding, tied: bool):
@@ -65,18 +68,20 @@ class OutputLayer(nn.Module):
             self.embedding = embedding            # shared weight [V, E]
         else:
             self.proj = nn.Linear(in_dim, vocab_size)
+        self.kernels = PackedLinears()            # float32 products through oneDNN (kernels.py)
         self._bf16_cache = None                   # (weight version key, bf16 weight, max row norm)
         self.fast_argmax: bool | None = None      # argmax's default path; None: chosen per call
 
     def final_operands(self, x):
         """The last matmul's operands: logits = h @ weight.T (+ bias)."""
         if self.tied:
-            return self.proj(x), self.embedding.weight, None     # h [.., E], weight [V, E]
+            h = self.kernels.linear(x, self.proj.weight, self.proj.bias)
+            return h, self.embedding.weight, None                 # h [.., E], weight [V, E]
         return x, self.proj.weight, self.proj.bias                # h [.., in], weight [V, in]
 
     def forward(self, x):
         h, weight, bias = self.final_operands(x)
-        return F.linear(h, weight, bias)                          # [.., D] -> [.., V]
+        return self.kernels.linear(h, weight, bias)               # [.., D] -> [.., V]
 
     def _bf16_weight(self, weight: torch.Tensor):
         # The optimizer updates weights in place, which bumps their version counter:
@@ -90,8 +95,7 @@ class OutputLayer(nn.Module):
         return self._bf16_cache[1], self._bf16_cache[2]
 
     @torch.no_grad()
-    def argmax(self, x: torch.Tensor, exclude: tuple[int, ...], candidates: int = 8,
-               fast: bool | None = None) -> torch.Tensor:
+    def argmax(self, x: torch.Tensor, exclude: tuple[int, ...], fast: bool | None = None) -> torch.Tensor:
         """[B, in] features -> [B] ids of the float32 argmax logit, `exclude` ids never
         chosen. fast=None: self.fast_argmax, or when that is None too, the bf16 path on
         CPUs with native bf16 for FAST_MIN_ROWS rows or more (see the module doc)."""
@@ -105,9 +109,7 @@ class OutputLayer(nn.Module):
         V = weight.size(0)
         exclude = torch.tensor(exclude, dtype=torch.long, device=h.device)
         if not fast or V <= (self.BLOCKS_KEPT + 1) * self.BLOCK:
-            logits = F.linear(h, weight, bias)
-            logits.index_fill_(1, exclude, float("-inf"))
-            return logits.argmax(-1)
+            return self._exact_argmax(h, weight, bias, exclude)
         w16, w_norm_max = self._bf16_weight(weight)
         B, Vp = h.size(0), w16.size(0)
         approx = F.linear(h.to(torch.bfloat16), w16).float()                      # [B, Vp]
@@ -115,32 +117,39 @@ class OutputLayer(nn.Module):
             approx[:, :V] += bias   # the bias is exact in both; only the dot products differ
         approx[:, V:] = float("-inf")                                              # padding rows
         approx.index_fill_(1, exclude, float("-inf"))
-        # Candidates in two stages, because a top-k over all V is slow on the CPU: the
-        # blocks (of BLOCK ids) with the highest maxima, then the top K inside them.
-        blocks = approx.view(B, Vp // self.BLOCK, self.BLOCK)                      # [B, nb, BLOCK]
-        block_max = blocks.amax(-1)                                                 # [B, nb]
-        nb_keep = min(self.BLOCKS_KEPT, block_max.size(1) - 1)
-        bvals, bids = block_max.topk(nb_keep + 1, -1)                               # [B, kept + 1]
-        inside = blocks.gather(1, bids[:, :nb_keep, None].expand(-1, -1, self.BLOCK))
-        cand_vals, cand_pos = inside.reshape(B, -1).topk(candidates, -1, sorted=False)  # [B, K]
-        cand = bids.gather(1, cand_pos // self.BLOCK) * self.BLOCK + cand_pos % self.BLOCK  # token ids
-        # the best bf16 logit outside the candidates: at most the weakest candidate in the
-        # kept blocks, and at most the best block left out
-        runner_up = torch.maximum(cand_vals.min(-1).values, bvals[:, nb_keep])
-        cand_rows = weight.index_select(0, cand.view(-1)).view(B, candidates, -1)  # [B, K, D]
-        exact = (cand_rows * h.unsqueeze(1)).sum(-1)                                     # [B, K]
-        if bias is not None:
-            exact += bias[cand]
-        exact.masked_fill_(cand_vals == float("-inf"), float("-inf"))  # excluded ids stay out
-        best, which = exact.max(-1)                                                 # [B]
-        chosen = cand.gather(1, which.unsqueeze(1)).squeeze(1)
-        # every token outside the candidates has a bf16 logit <= runner_up, so its exact
-        # logit is at most that plus the bound; the winner must beat it strictly
         bias_abs_max = 0.0 if bias is None else float(bias.abs().max())
-        proven = best > runner_up + logit_error_bound(h, w_norm_max, runner_up, bias_abs_max)
-        if not bool(proven.all()):
-            rows = (~proven).nonzero().squeeze(1)
-            logits = F.linear(h[rows], weight, bias)
-            logits.index_fill_(1, exclude, float("-inf"))
-            chosen[rows] = logits.argmax(-1)
+
+        def upper(a):   # [B, n] bf16 logits -> bounds their exact values can't exceed
+            return a + logit_error_bound(h, w_norm_max, a, bias_abs_max)
+
+        # The bf16 leader's exact logit is at least `floor`; only ids whose exact logit can
+        # reach it compete. Blocks (of BLOCK ids) first, because scanning all V per row in
+        # anything but a plain max is slow on the CPU: the best blocks, then ids inside.
+        blocks = approx.view(B, Vp // self.BLOCK, self.BLOCK)                      # [B, nb, BLOCK]
+        bvals, bids = blocks.amax(-1).topk(self.BLOCKS_KEPT + 1, -1)                # [B, kept + 1]
+        lead = bvals[:, 0]
+        floor = lead - logit_error_bound(h, w_norm_max, lead, bias_abs_max)         # [B]
+        inside = blocks.gather(1, bids[:, :self.BLOCKS_KEPT, None].expand(-1, -1, self.BLOCK))
+        inside = inside.reshape(B, -1)                                              # [B, kept * BLOCK]
+        compete = torch.isfinite(inside) & (upper(inside) >= floor.unsqueeze(1))   # usually 1-3 per row
+        row, pos = compete.nonzero(as_tuple=True)                                   # ragged candidates
+        ids = bids[row, pos // self.BLOCK] * self.BLOCK + pos % self.BLOCK
+        exact = (weight.index_select(0, ids) * h.index_select(0, row)).sum(-1)     # [n] float32 logits
+        if bias is not None:
+            exact += bias[ids]
+        # per row, the best exact logit; ties go to the lowest id, as argmax does
+        best = torch.full((B,), float("-inf"), device=h.device).scatter_reduce(0, row, exact, "amax")
+        top = exact == best[row]
+        chosen = torch.full((B,), V, dtype=torch.long, device=h.device).scatter_reduce(
+            0, row[top], ids[top], "amin")
+        # the blocks left out are out only if even their best id can't reach the floor
+        unsure = upper(bvals[:, self.BLOCKS_KEPT]) >= floor
+        if bool(unsure.any()):
+            rows = unsure.nonzero().squeeze(1)
+            chosen[rows] = self._exact_argmax(h[rows], weight, bias, exclude)
         return chosen
+
+    def _exact_argmax(self, h, weight, bias, exclude):
+        logits = self.kernels.linear(h, weight, bias)                               # [B, V]
+        logits.index_fill_(1, exclude, float("-inf"))
+        return logits.argmax(-1)

@@ -28,6 +28,17 @@ class Seq2Seq(nn.Module):
         self.decoder = DECODERS[cfg.arch](cfg, self.encoder.out_dim)
 
     @property
+    def fast_kernels(self) -> bool:
+        """Decoding matmuls through oneDNN with packed weights (models/kernels.py)."""
+        return all(m.kernels.enabled for m in self.modules() if hasattr(m, "kernels"))
+
+    @fast_kernels.setter
+    def fast_kernels(self, enabled: bool) -> None:
+        for m in self.modules():
+            if hasattr(m, "kernels"):
+                m.kernels.enabled = enabled
+
+    @property
     def has_attention(self) -> bool:
         return self.cfg.has_attention
 
