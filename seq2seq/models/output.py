@@ -58,7 +58,7 @@ class OutputLayer(nn.Module):
 
     BLOCK = 128         # argmax: ids per block of the two-stage candidate search
     BLOCKS_KEPT = 2     # argmax: the best blocks, whose ids are checked one by one
-    FAST_MIN_ROWS = 16  # argmax: below this many rows the fixed cost of the bf16 path loses
+    FAST_MIN_ROWS = 64  # argmax: below this many rows the fixed cost of the bf16 path loses
 
     def __init__(self, in_dim: int, vocab_size: int, embedding: nn.Embedding, tied: bool):
         super().__init__()
