@@ -14,11 +14,10 @@ from dataclasses import dataclass, fields
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..config import ModelConfig
 from .attention import AdditiveAttention, GeneralAttention
-from .kernels import PackedLinears
+from .kernels import PackedLinears, gru_update
 from .output import OutputLayer
 
 State = dict  # name -> batch-first tensor
@@ -84,14 +83,8 @@ class DecoderBase(nn.Module):
         if self.n_layers == 1 and isinstance(self.rnn, nn.GRU):
             r, h0 = self.rnn, h[:, 0]
             if self.kernels.applies(x):
-                gi = self.kernels.linear(x, r.weight_ih_l0, r.bias_ih_l0)      # [B, 3H]
-                gh = self.kernels.linear(h0, r.weight_hh_l0, r.bias_hh_l0)     # [B, 3H]
-                i_r, i_z, i_n = gi.chunk(3, 1)
-                h_r, h_z, h_n = gh.chunk(3, 1)
-                reset = torch.sigmoid(i_r + h_r)
-                update = torch.sigmoid(i_z + h_z)
-                new = torch.tanh(i_n + reset * h_n)
-                h1 = new + update * (h0 - new)                                 # (1 - z) n + z h
+                h1 = gru_update(self.kernels.linear(x, r.weight_ih_l0, r.bias_ih_l0),    # [B, 3H]
+                                self.kernels.linear(h0, r.weight_hh_l0, r.bias_hh_l0), h0)
             else:
                 h1 = torch.gru_cell(x, h0, r.weight_ih_l0, r.weight_hh_l0, r.bias_ih_l0, r.bias_hh_l0)
             return h1, h1.unsqueeze(1)

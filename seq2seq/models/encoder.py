@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .kernels import PackedLinears
+from .kernels import PackedLinears, gru_update
 
 
 class RNNEncoder(nn.Module):
@@ -65,13 +65,7 @@ class RNNEncoder(nn.Module):
                 h = x.new_zeros(B, w_hh.size(1))                                # [B, H]
                 out = x.new_zeros(B, S, w_hh.size(1))                           # [B, S, H]
                 for t in (range(S - 1, -1, -1) if direction else range(S)):
-                    gh = self.kernels.linear(h, w_hh, b_hh)                     # [B, 3H]
-                    i_r, i_z, i_n = gi[:, t].chunk(3, 1)
-                    h_r, h_z, h_n = gh.chunk(3, 1)
-                    reset = torch.sigmoid(i_r + h_r)
-                    update = torch.sigmoid(i_z + h_z)
-                    new = torch.tanh(i_n + reset * h_n)
-                    h_next = new + update * (h - new)
+                    h_next = gru_update(gi[:, t], self.kernels.linear(h, w_hh, b_hh), h)  # [B, H]
                     h = torch.where(mask[:, t], h_next, h)                      # padding keeps h
                     out[:, t] = h_next * mask[:, t]
                 outs.append(out)

@@ -60,3 +60,14 @@ class PackedLinears:
         out = torch.ops.mkldnn._linear_pointwise(x.reshape(-1, x.size(-1)).contiguous(), hit[1],
                                                  None if bias is None else bias.detach(), "none", [], "")
         return out.view(*lead, out.size(-1))
+
+
+def gru_update(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """A GRU cell's gates, nn.GRU's equations: gi = W_ih x + b_ih and gh = W_hh h + b_hh,
+    both [B, 3H] in (reset, update, new) order, h [B, H] -> the next h [B, H]."""
+    i_r, i_z, i_n = gi.chunk(3, 1)
+    h_r, h_z, h_n = gh.chunk(3, 1)
+    reset = torch.sigmoid(i_r + h_r)
+    update = torch.sigmoid(i_z + h_z)
+    new = torch.tanh(i_n + reset * h_n)
+    return new + update * (h - new)                                    # (1 - z) n + z h
