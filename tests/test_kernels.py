@@ -91,3 +91,14 @@ def test_the_benchmark_loop_on_standard_ops_equals_batched_greedy_on_the_shipped
     batched = greedy_decode(ck.model, batch.src, batch.src_lens, details=False)
     ck.model.fast_kernels = False
     assert [tutorial_greedy(ck.model, s, 80) for s in ids] == [h.tokens for h in batched]
+
+
+def test_a_model_built_under_inference_mode_decodes():
+    # weights created under inference_mode have no version counter: the caches must cope
+    with torch.inference_mode():
+        model = tiny_model("bahdanau", seed=5, tgt_vocab=600)
+        src, lens = padded_batch([4, 2, 6], seed=6)
+        fast = greedy_decode(model, src, lens, details=False)
+        model.fast_kernels = False
+        plain = greedy_decode(model, src, lens, details=False)
+    assert [h.tokens for h in fast] == [h.tokens for h in plain]

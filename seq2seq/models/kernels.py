@@ -29,6 +29,18 @@ def onednn_linear_available() -> bool:
         return False
 
 
+def weight_key(weight: torch.Tensor) -> tuple:
+    """What identifies a weight's current values for a cache: its storage and, where torch
+    tracks one, its version counter (bumped by every in-place update, such as an optimizer
+    step). A weight created under inference_mode has no counter and cannot be updated in
+    place outside it."""
+    try:
+        version = weight._version
+    except RuntimeError:
+        version = None
+    return weight.data_ptr(), version, tuple(weight.shape), weight.dtype, weight.device
+
+
 class PackedLinears:
     """A module's cache of oneDNN-packed weights, and the linear that uses them.
 
@@ -51,7 +63,7 @@ class PackedLinears:
         """F.linear(x, weight, bias), through oneDNN when `applies(x)`. x [.., in] -> [.., out]."""
         if not self.applies(x) or weight.dtype != torch.float32:
             return F.linear(x, weight, bias)
-        version = (weight.data_ptr(), weight._version, tuple(weight.shape))
+        version = weight_key(weight)
         hit = self._packed.get(id(weight))
         if hit is None or hit[0] != version:
             hit = (version, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None))

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .kernels import PackedLinears
+from .kernels import PackedLinears, weight_key
 
 BF16_UNIT_ROUNDOFF = 2.0 ** -8        # bfloat16 keeps 8 significant bits
 FP32_UNIT_ROUNDOFF = 2.0 ** -24
@@ -86,7 +86,7 @@ class OutputLayer(nn.Module):
     def _bf16_weight(self, weight: torch.Tensor):
         # The optimizer updates weights in place, which bumps their version counter:
         # the bf16 copy is rebuilt after any training step.
-        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device)
+        key = weight_key(weight)
         if self._bf16_cache is None or self._bf16_cache[0] != key:
             w = weight.detach()
             pad = -w.size(0) % self.BLOCK                 # zero rows up to whole blocks
