@@ -455,7 +455,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--quick", action="store_true", help="reduced run for CI")
     p.add_argument("--no-browser", action="store_true", help="skip cold start / peak memory")
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--write", default=None, help="replace the README's bench section with the report")
     args = p.parse_args(argv)
     data = tokenized_multi30k(args.data_dir, args.cache)

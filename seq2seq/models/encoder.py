@@ -63,12 +63,12 @@ class RNNEncoder(nn.Module):
                 b_ih, b_hh = getattr(self.rnn, "bias_ih" + sfx), getattr(self.rnn, "bias_hh" + sfx)
                 gi = self.kernels.linear(layer_in, w_ih, b_ih)                  # [B, S, 3H]
                 h = x.new_zeros(B, w_hh.size(1))                                # [B, H]
-                out = x.new_zeros(B, S, w_hh.size(1))                           # [B, S, H]
-                for t in (range(S - 1, -1, -1) if direction else range(S)):
-                    h_next = gru_update(gi[:, t], self.kernels.linear(h, w_hh, b_hh), h)  # [B, H]
-                    h = torch.where(mask[:, t], h_next, h)                      # padding keeps h
-                    out[:, t] = h_next * mask[:, t]
-                outs.append(out)
+                steps = range(S - 1, -1, -1) if direction else range(S)
+                out = [None] * S
+                for t in steps:
+                    out[t] = gru_update(gi[:, t], self.kernels.linear(h, w_hh, b_hh), h)  # [B, H]
+                    h = torch.where(mask[:, t], out[t], h)                      # padding keeps h
+                outs.append(torch.stack(out, 1) * mask)                         # [B, S, H], 0 at padding
                 finals.append(h)
             layer_in = torch.cat(outs, -1) if self.directions == 2 else outs[0]
         return layer_in, torch.stack(finals, 0)                                 # [B, S, H*dirs], [L*dirs, B, H]
