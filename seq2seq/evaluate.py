@@ -94,8 +94,7 @@ def decode_corpus(model: Seq2Seq, sources: list[list[int]], device, beam: int = 
         return out
     # torch.set_num_threads is per thread (OpenMP): the caller's setting is untouched
     with ThreadPoolExecutor(n_workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        for done in pool.map(decode_batch, batches):   # re-raises a worker's exception
-            pass
+        list(pool.map(decode_batch, batches))          # re-raises a worker's exception
     return out
 
 
