@@ -56,3 +56,20 @@ def test_bench_quick_json_has_the_documented_keys():
     for arch in ("lstm", "gru", "bahdanau", "luong"):
         for key in ("tokens_per_s", "baseline_tokens_per_s", "speedup"):
             assert r["train"][arch][key] > 0
+
+
+def test_app_timings_are_skipped_where_spacy_is_missing(monkeypatch):
+    # a GPU machine trains from cached token ids and has no spaCy: the benchmark must still run
+    import importlib.util
+
+    from seq2seq import bench
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "spacy" else real(name, *a))
+    app = bench.bench_app_interaction(ROOT / "checkpoints" / "translate-bahdanau", {}, quick=True)
+    assert app["p95_ms"] is None and "spacy" in app["note"]
+    report = {"decode": {"speedup_greedy": 12.0, "greedy_s": 0.4, "beam5_s": 3.0}, "app": app,
+              "train": {"device": "cuda", "device_name": "NVIDIA H100", "bahdanau": {"speedup": 4.0, "epoch_s_estimate": 8.0}}}
+    met = {c["target"]: c["met"] for c in bench.target_checks(report)}
+    assert met["app answer p95 under 150 ms (greedy, CPU)"] is None
+    assert met["one bahdanau epoch under 10 s on an H100"] is True
