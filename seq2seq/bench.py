@@ -45,11 +45,10 @@ from .vocab import EOS_ID, PAD_ID, SOS_ID
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _combine(runs: list[dict]) -> dict:
-    """Single timed runs -> one timing (median, spread) with the last result."""
-    times = [r["median_s"] for r in runs]
+def summary(times: list[float], result, warmup: int) -> dict:
+    """Seconds of timed runs -> median and spread, with the last run's result."""
     return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "runs": len(times), "warmup_runs": 0, "result": runs[-1]["result"]}
+            "runs": len(times), "warmup_runs": warmup, "result": result}
 
 
 def timed(fn, repeats: int, warmup: int = 1) -> dict:
@@ -61,8 +60,7 @@ def timed(fn, repeats: int, warmup: int = 1) -> dict:
         t0 = time.perf_counter()
         result = fn()
         times.append(time.perf_counter() - t0)
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "runs": len(times), "warmup_runs": warmup, "result": result}
+    return summary(times, result, warmup)
 
 
 # ------------------------------------------------------------------ 1. decoding
@@ -171,16 +169,17 @@ def bench_decoding(ck_path: Path, data, quick: bool, repeats: int) -> dict:
         tutorial_greedy(model, s, max_len)
     model.fast_kernels = True
     run_greedy()
-    pairs = []
+    loop_times, greedy_times, identical = [], [], True
     for _ in range(1 if quick else repeats):
-        a, b = timed(run_loop, 1, warmup=0), timed(run_greedy, 1, warmup=0)
-        pairs.append((a, b))
-    loop = _combine([a for a, _ in pairs])
-    greedy = _combine([b for _, b in pairs])
-    ratios = [a["median_s"] / b["median_s"] for a, b in pairs]
+        a = timed(run_loop, 1, warmup=0)
+        b = timed(run_greedy, 1, warmup=0)
+        loop_times.append(a["median_s"])
+        greedy_times.append(b["median_s"])
+        identical = identical and a["result"] == b["result"]
+    loop, greedy = summary(loop_times, a["result"], 0), summary(greedy_times, b["result"], 1)
+    ratios = [la / gr for la, gr in zip(loop_times, greedy_times)]
     beam = timed(lambda: decode_corpus(model, sources, cpu, beam=5, batch_size=BEAM_BATCH),
                  max(1, repeats // 2), warmup=1)
-    identical = all(a["result"] == b["result"] for a, b in pairs)
     n_src = sum(len(s) for s in sources)
     steps = sum(len(o) + 1 for o in greedy["result"])
     flops = decode_flops(model.cfg, n_src, steps, len(sources), n_src / len(sources))
