@@ -39,6 +39,7 @@ REQUIRED_CARD_FIELDS = ("format_version", "name", "task", "arch", "config", "par
                         "tokenizers")
 CARD_FIELD_TYPES = {"name": str, "task": str, "arch": str, "config": dict, "params": int, "teacher_forcing": dict,
                     "metrics": dict, "history": list, "provenance": dict, "files": dict, "tokenizers": dict}
+WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "int8": torch.int8}
 REQUIRED_PROVENANCE = ("device", "device_name", "torch_version", "git_commit", "trained_at",
                        "wall_seconds", "seed", "data")
 
@@ -91,9 +92,48 @@ def unique_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+INT8_SCALE_SUFFIX = ".int8_scale"   # int8 weights: per-row float32 scale beside each matrix
+
+
+def quantize_int8(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Matrices as int8 with one float32 scale per row (max |row| / 127); vectors float16.
+    The round trip loses at most half a step (scale / 2) per value."""
+    out = {}
+    for name, t in tensors.items():
+        t = t.detach().cpu()
+        if not t.is_floating_point():
+            out[name] = t
+        elif t.dim() >= 2:
+            rows = t.float().reshape(t.size(0), -1)                          # [R, C]
+            scale = (rows.abs().amax(1, keepdim=True) / 127.0).clamp_min(1e-12)   # [R, 1]
+            out[name] = torch.round(rows / scale).clamp(-127, 127).to(torch.int8).reshape(t.shape)
+            out[name + INT8_SCALE_SUFFIX] = scale
+        else:
+            out[name] = t.to(torch.float16)
+    return out
+
+
+def dequantize_int8(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of quantize_int8: float32 tensors under the model's names."""
+    out = {}
+    for name, t in tensors.items():
+        if name.endswith(INT8_SCALE_SUFFIX):
+            continue
+        scale = tensors.get(name + INT8_SCALE_SUFFIX)
+        if t.dtype == torch.int8 and scale is not None:
+            out[name] = (t.float().reshape(t.size(0), -1) * scale.float()).reshape(t.shape)
+        else:
+            out[name] = t.float() if t.is_floating_point() else t
+    return out
+
+
 def save_weights(model: torch.nn.Module, path: Path, dtype: torch.dtype = torch.float32) -> None:
-    tensors = {k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
-               for k, v in unique_state_dict(model).items()}
+    """dtype float32, float16 or int8 (matrices int8 with a per-row scale, see quantize_int8)."""
+    if dtype == torch.int8:
+        tensors = {k: v.contiguous() for k, v in quantize_int8(unique_state_dict(model)).items()}
+    else:
+        tensors = {k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
+                   for k, v in unique_state_dict(model).items()}
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     save_file(tensors, str(tmp), metadata={"format": "pt"})
     os.chmod(tmp, 0o644)   # save_file creates 0600; the app may run as another user
@@ -118,7 +158,7 @@ def device_provenance(device: torch.device) -> dict:
 
 
 def save_checkpoint(out_dir: str | os.PathLike, model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab,
-                    card: dict, half: bool = False) -> dict:
+                    card: dict, half: bool = False, weights_dtype: str | None = None) -> dict:
     """Write weights, vocabularies and card into `out_dir`; returns the card written.
 
     `card` holds the descriptive fields (name, task, metrics, history, provenance, ...);
@@ -134,7 +174,8 @@ def save_checkpoint(out_dir: str | os.PathLike, model: Seq2Seq, src_vocab: Vocab
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
     tmp.mkdir()
     try:
-        card = _write_checkpoint_files(tmp, model, src_vocab, tgt_vocab, card, half)
+        dtype = weights_dtype or ("float16" if half else "float32")
+        card = _write_checkpoint_files(tmp, model, src_vocab, tgt_vocab, card, dtype)
         if out.is_dir():
             _carry_over_extra_files(out, tmp)
         _swap_into_place(tmp, out)
@@ -144,8 +185,10 @@ def save_checkpoint(out_dir: str | os.PathLike, model: Seq2Seq, src_vocab: Vocab
 
 
 def _write_checkpoint_files(out: Path, model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab,
-                            card: dict, half: bool) -> dict:
-    save_weights(model, out / WEIGHTS, torch.float16 if half else torch.float32)
+                            card: dict, dtype: str) -> dict:
+    if dtype not in WEIGHT_DTYPES:
+        raise ValueError(f"weights dtype must be one of {sorted(WEIGHT_DTYPES)}, got {dtype!r}")
+    save_weights(model, out / WEIGHTS, WEIGHT_DTYPES[dtype])
     atomic_write_json(out / VOCAB, {"src": src_vocab.to_list(), "tgt": tgt_vocab.to_list()})
     card = dict(card)
     card.update({
@@ -153,7 +196,7 @@ def _write_checkpoint_files(out: Path, model: Seq2Seq, src_vocab: Vocab, tgt_voc
         "arch": model.cfg.arch,
         "config": model.cfg.to_dict(),
         "params": count_params(model),
-        "weights_dtype": "float16" if half else "float32",
+        "weights_dtype": dtype,
         "files": {WEIGHTS: {"sha256": sha256_file(out / WEIGHTS), "bytes": (out / WEIGHTS).stat().st_size},
                   VOCAB: {"sha256": sha256_file(out / VOCAB), "bytes": (out / VOCAB).stat().st_size}},
     })
@@ -315,6 +358,8 @@ def load_checkpoint(ckpt_dir: str | os.PathLike, device: str | torch.device = "c
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights_path}: not a readable safetensors file ({e})") from e
+    if card.get("weights_dtype") == "int8":
+        tensors = dequantize_int8(tensors)
     expected = unique_state_dict(model)
     if set(tensors) != set(expected):
         raise CheckpointError(f"{weights_path}: tensors do not match a {cfg.arch} model: "

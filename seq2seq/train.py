@@ -37,6 +37,7 @@ from .evaluate import (decode_corpus, evaluate_reversal, evaluate_translation, m
                        teacher_forced_loss, bleu_scores)
 from .models import Seq2Seq, build_model, count_params
 from .schedules import COIN_DOC, KINDS, describe, teacher_forcing_ratio
+from .snapshots import SNAPSHOT_EPOCHS, first_snapshot_batch
 from .text import REVERSE_ALPHABET
 from .vocab import PAD_ID, Vocab
 
@@ -359,10 +360,54 @@ def metric_key(task: str) -> str:
     return "val_bleu" if task == "translate" else "val_exact_match"
 
 
+def extension_allows(stopped: str, cfg: TrainConfig, bad_epochs: int, wall_seconds: float) -> bool:
+    """A resumed run whose settings were extended (--epochs, --patience, --max-minutes)
+    goes on past the reason it stopped; with the same settings it stays stopped."""
+    if stopped.startswith("early stop"):
+        return cfg.patience == 0 or bad_epochs < cfg.patience
+    if stopped.startswith("time budget"):
+        return not cfg.max_minutes or wall_seconds < cfg.max_minutes * 60
+    return False
+
+
+def cpu_model_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (platform.processor() is often just x86_64)."""
+    import platform
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def training_provenance(device: torch.device, cfg: TrainConfig, wall: float, data: TaskData) -> dict:
+    from .models.output import cpu_has_native_bf16
+    prov = {**device_provenance(device), "torch_version": torch.__version__, "git_commit": git_commit(),
+            "trained_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "wall_seconds": round(wall, 1), "seed": cfg.seed, "data": data.data_note}
+    if device.type == "cpu":
+        prov.update(cpu_model=cpu_model_name(), cpu_native_bf16=cpu_has_native_bf16(),
+                    cpu_threads=torch.get_num_threads())
+    return prov
+
+
+def snapshot_base_card(model_cfg: ModelConfig, cfg: TrainConfig, data: TaskData, device, name: str) -> dict:
+    """The card fields every snapshot of this run shares."""
+    return {"name": name, "task": cfg.task, "description": f"{model_cfg.arch} snapshot during training",
+            "train_config": cfg.to_dict(), "tokenizers": data.tokenizers,
+            "teacher_forcing": {**cfg.teacher_forcing.to_dict(), "description": describe(cfg.teacher_forcing),
+                                "coin": COIN_DOC},
+            "provenance": training_provenance(device, cfg, 0.0, data)}
+
+
 def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | None, data: TaskData,
           device: torch.device, state_dir: str | None = None, resume: bool = False, name: str | None = None,
           progress: bool = True, on_epoch: Callable[[dict], None] | None = None,
-          on_batch: Callable[[dict], None] | None = None, final_eval: bool = True) -> tuple[Seq2Seq, dict]:
+          on_batch: Callable[[dict], None] | None = None, final_eval: bool = True,
+          snapshots: bool = False) -> tuple[Seq2Seq, dict]:
     """Train; returns the best model (by the validation metric) and its card.
 
     `out_dir` None: nothing is written (the app's live lab). `on_epoch` receives each
@@ -407,6 +452,20 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | None, data: T
     key = metric_key(cfg.task)
     t_start = time.perf_counter()
     stopped = info.get("stopped", "") if resume else ""
+    if resume and stopped and extension_allows(stopped, cfg, bad_epochs, wall_before):
+        stopped = ""          # extended: more epochs, more patience or more time than before
+    snap = None
+    if snapshots and out_dir is not None and main_rank:
+        from . import snapshots as snaps
+        snaps.clear_snapshots(out_dir, keep_final=resume)
+        snap_card = snapshot_base_card(model_cfg, cfg, data, device, name or Path(out_dir).name)
+
+        def snap(label, epoch_value, val_row):
+            snaps.write_snapshot(out_dir, model, data.src_vocab, data.tgt_vocab,
+                                 dict(snap_card, provenance=dict(snap_card["provenance"],
+                                      wall_seconds=round(wall_before + time.perf_counter() - t_start, 1))),
+                                 label=label, step=step, epoch=epoch_value, metric=key,
+                                 value=val_row[key], val_loss=val_row["val_loss"])
 
     for epoch in range(start_epoch, cfg.epochs):
         if stopped:
@@ -454,6 +513,11 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | None, data: T
                               "loss": live, "ratio": ratio})
             if bar is not None:
                 bar.update(1)
+            if snap is not None and epoch == 0 and bi == first_snapshot_batch(len(batches)) \
+                    and bi < len(batches) - 1:
+                snap(f"{(bi + 1) / len(batches):.0%} of epoch 1", (bi + 1) / len(batches),
+                     validate(model, data, cfg, device))
+                model.train()
             if cfg.max_minutes:
                 over = (wall_before + time.perf_counter() - t_start) > cfg.max_minutes * 60
                 if ddp.enabled:   # every rank must leave at the same batch: decide together, now and then
@@ -492,6 +556,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | None, data: T
                 bad_epochs += 1
             if progress:
                 print(json.dumps(row), file=sys.stderr, flush=True)
+            if snap is not None and epoch + 1 in SNAPSHOT_EPOCHS:
+                snap(f"after epoch {epoch + 1}", epoch + 1, row)
             if on_epoch is not None:
                 on_epoch(row)
             if cfg.patience and bad_epochs >= cfg.patience:
@@ -523,6 +589,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | None, data: T
                     t.copy_(t.half().float())
     card = make_card(model, model_cfg, cfg, data, device, history, wall, name or (Path(out_dir).name if out_dir else "live"),
                      stopped, final_eval, world_size=ddp.world_size, backend=ddp.backend)
+    if snap is not None:
+        best_row = max(history, key=lambda h: (h[key], -h["val_loss"])) if history else {key: None, "val_loss": None}
+        snap(f"final (best epoch {best_row.get('epoch')})", best_row.get("epoch") or 0, best_row)
     if out_dir is not None:
         card = save_checkpoint(out_dir, model, data.src_vocab, data.tgt_vocab, card, half=cfg.half_weights)
     return model, card
@@ -574,9 +643,8 @@ def make_card(model, model_cfg, cfg: TrainConfig, data: TaskData, device, histor
         "history": history,
         "stopped": stopped or "completed all epochs",
         "sample": {"input": sample_in, "beam": 1, "output": sample.text, "output_tokens": sample.output_tokens},
-        "provenance": {**device_provenance(device), "torch_version": torch.__version__,
-                       "git_commit": git_commit(), "trained_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                       "wall_seconds": round(wall, 1), "seed": cfg.seed, "data": data.data_note,
+        "provenance": {**training_provenance(device, cfg, wall, data),
+                       "epochs_run": len(history), "stopped": stopped or "completed all epochs",
                        "mixed_precision": "bf16" if (cfg.amp and device.type == "cuda") else "none",
                        "mean_tokens_per_s": round(sum(tokens_per_s) / len(tokens_per_s), 1) if tokens_per_s else None,
                        # processes that trained it (torchrun); tokens_per_s counts them all
@@ -606,18 +674,22 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--attn-dim", type=positive_int)
     g.add_argument("--tie-embeddings", action="store_true")
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=positive_int, default=10)
+    g.add_argument("--epochs", type=positive_int, default=None, help="default 10; with --resume: extend to this many")
     g.add_argument("--batch-size", type=positive_int, default=128,
                    help="per process under torchrun")
     g.add_argument("--lr", type=float, default=1e-3)
     g.add_argument("--weight-decay", type=float, default=0.0)
     g.add_argument("--clip", type=float, default=1.0)
     g.add_argument("--label-smoothing", type=float, default=0.0)
-    g.add_argument("--patience", type=non_negative_int, default=3)
+    g.add_argument("--patience", type=non_negative_int, default=None,
+                   help="early-stopping patience in epochs (default 3; 0: never); with --resume: extend")
     g.add_argument("--seed", type=int, default=1234)
     g.add_argument("--min-freq", type=positive_int, default=2)
     g.add_argument("--eval-beam", type=positive_int, default=5, help="beam width also tried for the final metrics")
-    g.add_argument("--max-minutes", type=float, default=0.0, help="wall-time budget (0: none)")
+    g.add_argument("--max-minutes", type=float, default=None, help="wall-time budget (0, the default: none); "
+                   "with --resume: extend")
+    g.add_argument("--snapshots", action="store_true",
+                   help="keep the weights at points of training in OUT/snapshots/NN (see seq2seq.snapshots)")
     g.add_argument("--half", action="store_true", help="store weights as float16")
     g.add_argument("--no-amp", action="store_true", help="no bf16 mixed precision on CUDA")
     g = p.add_argument_group("reversal task")
@@ -647,12 +719,12 @@ def configs_from_args(args) -> tuple[ModelConfig, TrainConfig]:
     tf = TeacherForcingConfig(kind=args.tf, ratio=args.tf_ratio,
                               k=args.tf_k if args.tf_k is not None else default_k,
                               c=args.tf_c, eps_min=args.tf_min)
-    cfg = TrainConfig(task=args.task, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+    cfg = TrainConfig(task=args.task, epochs=args.epochs or 10, batch_size=args.batch_size, lr=args.lr,
                       weight_decay=args.weight_decay, clip=args.clip, label_smoothing=args.label_smoothing,
-                      patience=args.patience, seed=args.seed, min_freq=args.min_freq,
+                      patience=3 if args.patience is None else args.patience, seed=args.seed, min_freq=args.min_freq,
                       reverse_min_len=args.min_len, reverse_max_len=args.max_len,
                       reverse_train_size=args.train_size, reverse_val_size=args.val_size,
-                      max_minutes=args.max_minutes, eval_beam=args.eval_beam, amp=not args.no_amp,
+                      max_minutes=args.max_minutes or 0.0, eval_beam=args.eval_beam, amp=not args.no_amp,
                       half_weights=args.half, teacher_forcing=tf)
     return model_cfg, cfg
 
@@ -675,13 +747,17 @@ def main(argv=None) -> int:
         if args.resume and ddp.is_main and (Path(state_dir) / STATE_JSON).is_file():
             info = read_state_info(Path(state_dir))   # the saved run's settings win
             model_cfg, cfg = ModelConfig.from_dict(info["model_config"]), TrainConfig.from_dict(info["train_config"])
+            # the saved run's settings win, except the limits given again to extend it
+            for opt, field_name in (("epochs", "epochs"), ("patience", "patience"), ("max_minutes", "max_minutes")):
+                if getattr(args, opt) is not None:
+                    setattr(cfg, field_name, getattr(args, opt))
         device = ddp_device or choose_device(args.device)
         if ddp.enabled:
             cfgs = _broadcast_json([model_cfg.to_dict(), cfg.to_dict()], device)
             model_cfg, cfg = ModelConfig.from_dict(cfgs[0]), TrainConfig.from_dict(cfgs[1])
         data = load_task_data(cfg, args.data_dir, args.cache)
         model, card = train(model_cfg, cfg, args.out, data, device, state_dir=state_dir, resume=args.resume,
-                            name=name)
+                            name=name, snapshots=args.snapshots)
     except ValueError as e:    # bad settings (e.g. a negative --lr) that torch refuses
         raise Seq2SeqError(str(e)) from e
     finally:

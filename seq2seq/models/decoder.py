@@ -3,8 +3,15 @@
     prepare(enc_outputs, enc_final, mask) -> (Memory, state)   once per input
     step(prev [B], state, memory) -> (logits [B, V], state, attention [B, S] | None)
 
-Each architecture writes `step_features`, which stops before the output layer; `step`
-adds the output layer, and `step_argmax` its exact greedy argmax (output.py).
+Each architecture writes `features(x, state, memory, fast)`: one step from an embedded
+input x [B, E], stopping before the output layer. `step` embeds the previous token and
+adds the output layer, `step_argmax` its exact greedy argmax (output.py).
+
+Training's fast path (`train_features`) runs the same `features` with everything that does
+not depend on the previous step taken out of the loop: the gold tokens embedded at once,
+their part of the RNN input projection as one matmul (`input_projection`, passed back in
+as `pre`), and the output layer left to the caller, who applies it to all steps at once.
+`teacher_forced_features` (lstm, gru) does a fully teacher-forced batch as one RNN call.
 
 A state is a dict of batch-first tensors, so beam search can reorder any decoder's
 state with one `index_select` on dim 0."""
@@ -14,10 +21,11 @@ from dataclasses import dataclass, fields
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..config import ModelConfig
 from .attention import AdditiveAttention, GeneralAttention
-from .kernels import PackedLinears, gru_update
+from .kernels import FastDropout, PackedLinears, gru_update
 from .output import OutputLayer
 
 State = dict  # name -> batch-first tensor
@@ -55,7 +63,7 @@ class DecoderBase(nn.Module):
         self.embedding = nn.Embedding(cfg.tgt_vocab_size, cfg.emb_dim, padding_idx=cfg.pad_id)
         self.rnn = rnn_cls(rnn_in, cfg.hidden_dim, cfg.n_layers, batch_first=True,
                            dropout=cfg.dropout if cfg.n_layers > 1 else 0.0)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = FastDropout(cfg.dropout)
         self.out = OutputLayer(out_in, cfg.tgt_vocab_size, self.embedding, cfg.tie_embeddings)
         self.n_layers = cfg.n_layers
         self.kernels = PackedLinears()
@@ -66,6 +74,10 @@ class DecoderBase(nn.Module):
                 nn.init.normal_(self.embedding.weight, 0.0, cfg.emb_dim ** -0.5)
                 self.embedding.weight[cfg.pad_id].zero_()
 
+    def step_features(self, prev, state, memory):
+        # prev [B] -> features [B, D] (before dropout and the output layer), state, attention
+        return self.features(self.embed(prev), state, memory)
+
     def step(self, prev, state, memory):
         feats, state, attn = self.step_features(prev, state, memory)
         return self.out(self.dropout(feats)), state, attn                # [B, V]
@@ -75,13 +87,87 @@ class DecoderBase(nn.Module):
         feats, state, attn = self.step_features(prev, state, memory)
         return self.out.argmax(self.dropout(feats), exclude), state, attn
 
-    def rnn_step(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    # ---------------------------------------------------------------- training's fast path
+    def splits_input_projection(self) -> bool:
+        """A one-layer GRU's input matmul can be split: the embedding's part for all steps."""
+        return self.n_layers == 1 and isinstance(self.rnn, nn.GRU)
+
+    def input_projection(self, x: torch.Tensor, memory) -> torch.Tensor | None:
+        """x [B, T, E] -> the embedding's part of the GRU input projection, bias included,
+        [B, T, 3H]; None where the RNN can't take it (LSTM, several layers)."""
+        if not self.splits_input_projection():
+            return None
+        E = x.size(-1)
+        return F.linear(x, self.rnn.weight_ih_l0[:, :E], self.rnn.bias_ih_l0)
+
+    def batch_constants(self, emb_dim: int, memory) -> dict:
+        """What training's fast path computes once per batch for every step. Here: the GRU
+        input weight's columns after the embedding's, sliced once (slicing at every step
+        copies it, and its gradient, every step). Attention decoders add the encoder
+        outputs already multiplied by the weights a context meets: a context is a weighted
+        sum of encoder outputs, so W c = sum_i a_i (W h_i), a [B, S] x [B, S, .] product per
+        step in place of a [B, Hm] x [Hm, .] matmul."""
+        if not self.splits_input_projection():
+            return {}
+        return {"w_rest": self.rnn.weight_ih_l0[:, emb_dim:].contiguous()}
+
+    def train_features(self, tgt_in: torch.Tensor, state, memory, coins: torch.Tensor | None) -> torch.Tensor:
+        """All steps' features after dropout, [B, T, D], for the output layer to score at once.
+
+        tgt_in [B, T] gold inputs (<sos> first); coins [B, T] True where step t is fed the
+        gold token (column 0 unused: step 0 always gets <sos>), None for all gold. Where a
+        coin says no, the step is fed the argmax of the previous step's logits, which only
+        the no-grad exact argmax computes (output.py): the logits themselves come later."""
+        if coins is None and self.teacher_forced_features is not None:
+            return self.dropout(self.teacher_forced_features(tgt_in, state, memory))
+        T = tgt_in.size(1)
+        x_gold = self.embed(tgt_in)                                     # [B, T, E]
+        pre_gold = self.input_projection(x_gold, memory)                # [B, T, 3H] or None
+        consts = self.batch_constants(x_gold.size(-1), memory)
+        # per-step views by unbind: its backward is one stack, where indexing [:, t] would
+        # zero-fill and add a whole [B, T, .] gradient at every step
+        x_steps = x_gold.unbind(1)
+        pre_steps = [None] * T if pre_gold is None else pre_gold.unbind(1)
+        feats, predicted = [], None
+        for t in range(T):
+            x, pre = x_steps[t], pre_steps[t]
+            if predicted is not None:
+                gold = coins[:, t].unsqueeze(1)                         # [B, 1]
+                x_pred = self.embed(predicted)                          # [B, E]
+                x = torch.where(gold, x, x_pred)
+                if pre is not None:
+                    pre = torch.where(gold, pre, self.input_projection(x_pred.unsqueeze(1), memory).squeeze(1))
+            f, state, _ = self.features(x, state, memory, None if pre is None else dict(consts, x_proj=pre))
+            predicted = None
+            if coins is not None:
+                f = self.dropout(f)                                     # [B, D], as the logits see it
+                if t + 1 < T and not bool(coins[:, t + 1].all()):
+                    predicted = self.out.argmax(f.detach(), exclude=())  # [B]
+            feats.append(f)
+        if coins is None:                      # no step needed its logits: one dropout mask
+            return self.dropout(torch.stack(feats, 1))                  # [B, T, D]
+        return torch.stack(feats, 1)
+
+    def gru_from_projection(self, gi: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A one-layer GRU step whose input projection gi [B, 3H] (bias included) is known:
+        h [B, 1, H] -> output [B, H], new h [B, 1, H]."""
+        r, h0 = self.rnn, h[:, 0]
+        h1 = gru_update(gi, F.linear(h0, r.weight_hh_l0, r.bias_hh_l0), h0)
+        return h1, h1.unsqueeze(1)
+
+    def rnn_step(self, x: torch.Tensor, h: torch.Tensor, fast: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One GRU step: x [B, In], h [B, L, H] -> top-layer output [B, H], new h [B, L, H].
         A one-layer GRU skips nn.GRU's per-call sequence set-up and transposes: decoding
         runs the cell with oneDNN's packed matmuls (kernels.py), anything else through
-        torch.gru_cell (the same arithmetic as nn.GRU: bitwise equal results)."""
+        torch.gru_cell (the same arithmetic as nn.GRU: bitwise equal results).
+        `fast` (training's fast path): x_proj, the projection of the embedding's columns
+        (bias included), and w_rest, the input weight's other columns; x then holds only
+        the inputs those other columns multiply."""
         if self.n_layers == 1 and isinstance(self.rnn, nn.GRU):
             r, h0 = self.rnn, h[:, 0]
+            if fast is not None:
+                gi = fast["x_proj"] if x.size(-1) == 0 else fast["x_proj"] + F.linear(x, fast["w_rest"])
+                return self.gru_from_projection(gi, h)
             if self.kernels.applies(x):
                 h1 = gru_update(self.kernels.linear(x, r.weight_ih_l0, r.bias_ih_l0),    # [B, 3H]
                                 self.kernels.linear(h0, r.weight_hh_l0, r.bias_hh_l0), h0)
@@ -94,8 +180,8 @@ class DecoderBase(nn.Module):
     def embed(self, prev: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.embedding(prev))   # [B] -> [B, E]  (or [B, T] -> [B, T, E])
 
-    # Optional: all steps at once when every input is the gold token (ratio 1.0).
-    teacher_forced = None
+    # Optional: features [B, T, D] of all steps at once when every input is gold (ratio 1.0).
+    teacher_forced_features = None
 
 
 class SutskeverDecoder(DecoderBase):
@@ -108,15 +194,14 @@ class SutskeverDecoder(DecoderBase):
         h, c = enc_final                                       # [L, B, H] each
         return Memory(mask=mask), {"h": _from_rnn(h), "c": _from_rnn(c)}
 
-    def step_features(self, prev, state, memory):
-        x = self.embed(prev).unsqueeze(1)                      # [B, 1, E]
-        out, (h, c) = self.rnn(x, (_to_rnn(state["h"]), _to_rnn(state["c"])))
+    def features(self, x, state, memory, pre=None):
+        out, (h, c) = self.rnn(x.unsqueeze(1), (_to_rnn(state["h"]), _to_rnn(state["c"])))  # x [B, 1, E]
         return out.squeeze(1), {"h": _from_rnn(h), "c": _from_rnn(c)}, None  # [B, H]
 
-    def teacher_forced(self, tgt_in, state, memory):
+    def teacher_forced_features(self, tgt_in, state, memory):
         x = self.embed(tgt_in)                                 # [B, T, E]
         out, _ = self.rnn(x, (_to_rnn(state["h"]), _to_rnn(state["c"])))
-        return self.out(self.dropout(out))                     # [B, T, V]
+        return out                                             # [B, T, H]
 
 
 class ChoDecoder(DecoderBase):
@@ -129,18 +214,27 @@ class ChoDecoder(DecoderBase):
         z = enc_final[-1]                                      # [B, H] top layer
         return Memory(mask=mask, context=z), {"h": _from_rnn(enc_final)}
 
-    def step_features(self, prev, state, memory):
-        x = self.embed(prev)                                   # [B, E]
+    def input_projection(self, x, memory):
+        # the context z is the same at every step: its part joins the embedding's
+        pre = super().input_projection(x, memory)              # [B, T, 3H]
+        if pre is None:
+            return None
+        return pre + F.linear(memory.context, self.rnn.weight_ih_l0[:, x.size(-1):]).unsqueeze(1)
+
+    def features(self, x, state, memory, fast=None):
         z = memory.context                                     # [B, H]
-        out, h = self.rnn_step(torch.cat([x, z], -1), state["h"])
+        if fast is None:
+            out, h = self.rnn_step(torch.cat([x, z], -1), state["h"])
+        else:                                                  # z's part is in x_proj already
+            out, h = self.gru_from_projection(fast["x_proj"], state["h"])
         feats = torch.cat([x, out, z], -1)                     # [B, E + H + H]
         return feats, {"h": h}, None
 
-    def teacher_forced(self, tgt_in, state, memory):
+    def teacher_forced_features(self, tgt_in, state, memory):
         x = self.embed(tgt_in)                                 # [B, T, E]
         z = memory.context.unsqueeze(1).expand(-1, x.size(1), -1)  # [B, T, H]
         out, _ = self.rnn(torch.cat([x, z], -1), _to_rnn(state["h"]))
-        return self.out(self.dropout(torch.cat([x, out, z], -1)))  # [B, T, V]
+        return torch.cat([x, out, z], -1)                      # [B, T, E + H + H]
 
 
 class _BridgedAttentionDecoder(DecoderBase):
@@ -168,11 +262,20 @@ class BahdanauDecoder(_BridgedAttentionDecoder):
         memory = Memory(mask=mask, outputs=enc_outputs, keys=self.attention.precompute(enc_outputs))
         return memory, {"h": self.initial_hidden(enc_final)}
 
-    def step_features(self, prev, state, memory):
-        x = self.embed(prev)                                       # [B, E]
+    def batch_constants(self, emb_dim, memory):
+        consts = super().batch_constants(emb_dim, memory)
+        if consts:                                                 # W_ctx h_i for every source position
+            consts["memory_in"] = F.linear(memory.outputs, consts.pop("w_rest"))   # [B, S, 3H]
+        return consts
+
+    def features(self, x, state, memory, fast=None):
         h = state["h"]                                             # [B, L, H]
         context, attn = self.attention(h[:, -1], memory.keys, memory.outputs, memory.mask)
-        out, h = self.rnn_step(torch.cat([x, context], -1), h)
+        if fast is None:
+            out, h = self.rnn_step(torch.cat([x, context], -1), h)
+        else:                                                      # W_ctx c = sum_i a_i W_ctx h_i
+            gi = fast["x_proj"] + torch.bmm(attn.unsqueeze(1), fast["memory_in"]).squeeze(1)  # [B, 3H]
+            out, h = self.gru_from_projection(gi, h)
         feats = torch.cat([out, context, x], -1)                   # [B, H + Hm + E]
         return feats, {"h": h}, attn
 
@@ -192,11 +295,25 @@ class LuongDecoder(_BridgedAttentionDecoder):
         h = self.initial_hidden(enc_final)
         return memory, {"h": h, "feed": torch.zeros_like(h[:, -1])}
 
-    def step_features(self, prev, state, memory):
-        x = self.embed(prev)                                       # [B, E]
-        query, h = self.rnn_step(torch.cat([x, state["feed"]], -1), state["h"])  # [B, H]
+    def batch_constants(self, emb_dim, memory):
+        consts = super().batch_constants(emb_dim, memory)
+        if consts:
+            Hm = memory.outputs.size(-1)                           # combine = W_c [c; h]: c's part
+            consts["memory_combined"] = F.linear(memory.outputs, self.combine.weight[:, :Hm])  # [B, S, H]
+            consts["w_combine_query"] = self.combine.weight[:, Hm:].contiguous()            # [H, H]
+        return consts
+
+    def features(self, x, state, memory, fast=None):
+        if fast is None:
+            query, h = self.rnn_step(torch.cat([x, state["feed"]], -1), state["h"])  # [B, H]
+        else:
+            query, h = self.rnn_step(state["feed"], state["h"], fast=fast)
         context, attn = self.attention(query, memory.keys, memory.outputs, memory.mask)
-        combined = self.kernels.linear(torch.cat([context, query], -1), self.combine.weight)
+        if fast is None:
+            combined = self.kernels.linear(torch.cat([context, query], -1), self.combine.weight)
+        else:                                                      # W_c c = sum_i a_i W_c h_i
+            combined = (torch.bmm(attn.unsqueeze(1), fast["memory_combined"]).squeeze(1)
+                        + F.linear(query, fast["w_combine_query"]))
         attentional = torch.tanh(combined)                         # [B, H]
         return attentional, {"h": h, "feed": attentional}, attn
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from ..config import ModelConfig
 from .decoder import DECODERS, Memory, State
@@ -57,15 +58,30 @@ class Seq2Seq(nn.Module):
         # prev [B] -> ids [B] of the float32 argmax logits (never `exclude`), next state, attention
         return self.decoder.step_argmax(prev, state, memory, exclude)
 
-    def forward(self, src, src_lens, tgt, teacher_forcing: float = 1.0):
-        """Logits [B, T-1, V] predicting tgt[:, 1:].
+    @staticmethod
+    def draw_coins(tgt: torch.Tensor, teacher_forcing: float) -> torch.Tensor | None:
+        """The teacher-forcing coins of a batch, one per sequence and per step: [B, T-1],
+        True where step t is fed the gold token (column 0, the <sos> step, always True).
+        None when every coin is heads (ratio 1): nothing is drawn then."""
+        if teacher_forcing >= 1.0:
+            return None
+        B, steps = tgt.size(0), tgt.size(1) - 1
+        coins = torch.rand(B, steps, device=tgt.device) < teacher_forcing
+        coins[:, 0] = True
+        return coins
+
+    def forward(self, src, src_lens, tgt, teacher_forcing: float = 1.0, coins: torch.Tensor | None = None):
+        """The plain path: logits [B, T-1, V] predicting tgt[:, 1:], one decoder step (and
+        one output layer) at a time, as decoding runs it. The reference the fast path
+        (`loss`) is tested against.
 
         teacher_forcing: probability that step t+1 is fed the gold token tgt[:, t];
-        the coin is flipped per sequence and per step, else the argmax is fed."""
+        the coin is flipped per sequence and per step (`draw_coins`), else the argmax of
+        the previous step's logits is fed. `coins` [B, T-1] fixes them."""
+        if coins is None:
+            coins = self.draw_coins(tgt, teacher_forcing)
         memory, state = self.encode(src, src_lens)
         tgt_in = tgt[:, :-1]                                               # [B, T-1]
-        if teacher_forcing >= 1.0 and self.decoder.teacher_forced is not None:
-            return self.decoder.teacher_forced(tgt_in, state, memory)
         steps = []
         prev = tgt_in[:, 0]
         for t in range(tgt_in.size(1)):
@@ -74,16 +90,45 @@ class Seq2Seq(nn.Module):
             if t + 1 == tgt_in.size(1):
                 break
             gold = tgt_in[:, t + 1]
-            if teacher_forcing >= 1.0:
-                prev = gold
-            else:
-                predicted = logits.argmax(-1)
-                if teacher_forcing <= 0.0:
-                    prev = predicted
-                else:
-                    coin = torch.rand(gold.shape, device=gold.device) < teacher_forcing
-                    prev = torch.where(coin, gold, predicted)
+            prev = gold if coins is None else torch.where(coins[:, t + 1], gold, logits.argmax(-1))
         return torch.stack(steps, 1)                                       # [B, T-1, V]
+
+    def loss(self, src, src_lens, tgt, teacher_forcing: float = 1.0, coins: torch.Tensor | None = None,
+             label_smoothing: float = 0.0, fast: bool = True, bf16_output: bool = False):
+        """Mean cross-entropy per target token (padding excluded) and the number of tokens.
+
+        fast=True, training's path: the decoder loop keeps only what is sequential
+        (decoder.train_features); the output layer and the loss then run once over the
+        real (non-padding) target tokens of all steps. fast=False: the plain step loop
+        (`forward`). Same values either way (tests/test_train_fast.py). bf16_output: the
+        output layer's matmul in bfloat16 autocast (CPUs with native bf16, see train.py)."""
+        if coins is None:
+            coins = self.draw_coins(tgt, teacher_forcing)
+        gold = tgt[:, 1:]                                                  # [B, T-1]
+        keep = gold != self.cfg.pad_id
+        n_tokens = int(keep.sum())
+        if not fast:
+            logits = self(src, src_lens, tgt, coins=coins)                 # [B, T-1, V]
+            return F.cross_entropy(logits.float()[keep], gold[keep], label_smoothing=label_smoothing), n_tokens
+        memory, state = self.encode(src, src_lens)
+        feats = self.decoder.train_features(tgt[:, :-1], state, memory, coins)   # [B, T-1, D]
+        if bf16_output:
+            with torch.autocast(src.device.type, dtype=torch.bfloat16):
+                logits = self.decoder.out(feats[keep])                     # [N, V]
+        else:
+            logits = self.decoder.out(feats[keep])                         # [N, V]
+        return F.cross_entropy(logits.float(), gold[keep], label_smoothing=label_smoothing), n_tokens
+
+
+class TrainingLoss(nn.Module):
+    """`Seq2Seq.loss` as a module's forward, so DistributedDataParallel can wrap it."""
+
+    def __init__(self, model: Seq2Seq):
+        super().__init__()
+        self.model = model
+
+    def forward(self, src, src_lens, tgt, **kwargs):
+        return self.model.loss(src, src_lens, tgt, **kwargs)
 
 
 def build_model(cfg: ModelConfig) -> Seq2Seq:

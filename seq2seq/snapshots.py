@@ -1,0 +1,90 @@
+"""Snapshots: a model's weights at chosen points of its training, for the app's
+"During training" view (how the alignment forms).
+
+    checkpoints/NAME/snapshots/NN/     one checkpoint directory per point, NN = 00, 01, ...
+
+Each is a checkpoint like any other (safetensors weights, vocab.json, card.json with the
+sha256 of every file, verified on load), stored as int8 with a per-row scale to keep a
+series small; its card adds `snapshot`: {index, label, step, epoch, metric, value,
+val_loss}. The points (`train --snapshots`): after a quarter of the first epoch, after
+epochs 1, 2, 4, 8, 16, ... and the final (the best weights, as shipped)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from .checkpoint import CARD, CheckpointError, LoadedCheckpoint, load_checkpoint, save_checkpoint
+
+SNAPSHOT_DIR = "snapshots"
+SNAPSHOT_EPOCHS = (1, 2, 4, 8, 16, 32, 64, 128)
+FIRST_EPOCH_FRACTION = 0.25
+SNAPSHOT_DTYPE = "int8"
+
+
+def first_snapshot_batch(n_batches: int) -> int:
+    """The batch index (0-based) after which the first-epoch snapshot is taken."""
+    return max(1, round(n_batches * FIRST_EPOCH_FRACTION)) - 1
+
+
+def snapshot_root(ckpt_dir: str | os.PathLike) -> Path:
+    return Path(ckpt_dir) / SNAPSHOT_DIR
+
+
+def snapshot_dirs(ckpt_dir: str | os.PathLike) -> list[Path]:
+    """Snapshot directories of a checkpoint, in training order (empty when none)."""
+    root = snapshot_root(ckpt_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.isdigit() and (p / CARD).is_file())
+
+
+def snapshot_info(path: Path) -> dict:
+    """A snapshot's `snapshot` card entry, read without loading weights."""
+    try:
+        card = json.loads((Path(path) / CARD).read_text(encoding="utf-8"))
+        info = card["snapshot"]
+        if not isinstance(info, dict):
+            raise TypeError("not an object")
+        return info
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{Path(path) / CARD}: not a snapshot card ({e})") from e
+
+
+def list_snapshots(ckpt_dir: str | os.PathLike) -> list[dict]:
+    """[{index, label, step, epoch, metric, value, val_loss, path}] for every snapshot."""
+    return [{**snapshot_info(p), "path": str(p)} for p in snapshot_dirs(ckpt_dir)]
+
+
+def load_snapshot(ckpt_dir: str | os.PathLike, index: int, device="cpu") -> LoadedCheckpoint:
+    """Verify and load snapshot `index` (as in NN) of a checkpoint."""
+    path = snapshot_root(ckpt_dir) / f"{int(index):02d}"
+    if not (path / CARD).is_file():
+        have = ", ".join(p.name for p in snapshot_dirs(ckpt_dir)) or "none"
+        raise CheckpointError(f"{path}: no such snapshot (this checkpoint has: {have}; "
+                              f"`python -m seq2seq.train ... --snapshots` makes them)")
+    return load_checkpoint(path, device)
+
+
+def clear_snapshots(ckpt_dir: str | os.PathLike, keep_final: bool = True) -> None:
+    """Remove a checkpoint's snapshots (a fresh run) or only its final one (a resumed run
+    goes on past it)."""
+    for p in snapshot_dirs(ckpt_dir):
+        if not keep_final or snapshot_info(p).get("label", "").startswith("final"):
+            shutil.rmtree(p, ignore_errors=True)
+    if not keep_final:
+        shutil.rmtree(snapshot_root(ckpt_dir), ignore_errors=True)
+
+
+def write_snapshot(ckpt_dir: str | os.PathLike, model, src_vocab, tgt_vocab, base_card: dict, *,
+                   label: str, step: int, epoch: float, metric: str, value, val_loss) -> Path:
+    """Save the model's current weights as the next snapshot of `ckpt_dir`."""
+    index = len(snapshot_dirs(ckpt_dir))
+    path = snapshot_root(ckpt_dir) / f"{index:02d}"
+    info = {"index": index, "label": label, "step": int(step), "epoch": round(float(epoch), 3),
+            "metric": metric, "value": value, "val_loss": val_loss}
+    card = dict(base_card, name=f"{base_card['name']}/snapshot {index:02d}", snapshot=info,
+                metrics={"val": {metric: value, "loss": val_loss}}, history=[])
+    save_checkpoint(path, model, src_vocab, tgt_vocab, card, weights_dtype=SNAPSHOT_DTYPE)
+    return path
