@@ -20,21 +20,10 @@ import streamlit as st
 from seq2seq.checkpoint import list_checkpoints, read_card
 from seq2seq.errors import CheckpointError, InputError, Seq2SeqError
 
+from .constants import ARCH_LABELS, EXAMPLES, INPUT_LABELS, TASK_LABELS  # noqa: F401 - used here and by views
+
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("attention_lab")
-
-TASK_LABELS = {"translate": "German → English", "reverse": "reverse a sequence"}
-ARCH_LABELS = {"lstm": "LSTM (Sutskever)", "gru": "GRU (Cho)", "bahdanau": "GRU + Bahdanau attention",
-               "luong": "GRU + Luong attention"}
-EXAMPLES = {
-    "translate": ["Ein Mann fährt mit dem Fahrrad die Straße entlang.",
-                  "Zwei Hunde spielen im Schnee.",
-                  "Eine Frau mit einem roten Hut liest ein Buch im Park.",
-                  "Kinder spielen Fußball auf einer grünen Wiese.",
-                  "Ein kleines Mädchen isst ein Eis vor einem Geschäft.",
-                  "Der Mann und die Frau tanzen auf der Straße, und der Hund schaut zu."],
-    "reverse": ["hello world", "attention is all you need", "abc 123", "seq2seq models", "the quick brown fox"],
-}
 
 
 def checkpoint_root() -> Path:
@@ -202,7 +191,6 @@ def decode_for_page(entry: dict, text: str, beam: int, topk: int, prefix: str = 
     return translator, result
 
 
-INPUT_LABELS = {"translate": "German sentence", "reverse": "Sequence to reverse (letters, digits, spaces)"}
 MAX_CHARS = 5000   # what a text box takes; the model reads at most max_src_len tokens of it
 
 

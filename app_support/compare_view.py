@@ -8,12 +8,11 @@ import streamlit as st
 from seq2seq import figures
 from seq2seq.report import TUTORIAL_REFERENCE
 
-from .common import (ARCH_LABELS, EXAMPLES, TASK_LABELS, guarded, init_state, model_entries, save_state, set_url,
-                     show_source_notes, sidebar_settings, text_with_examples, translate_cached)
-from .home_view import number, trained_on
-from .inspector import PLOTLY_CONFIG
+from .cards import number, trained_on
+from .common import (guarded, init_state, model_entries, save_state, set_url, show_source_notes, sidebar_settings,
+                     text_with_examples, translate_cached)
+from .constants import ARCH_LABELS, EXAMPLES, PLOTLY_CONFIG, TASK_LABELS, TASKS
 
-TASKS = ("translate", "reverse")
 GRID_COLUMNS = 2
 REFERENCE_SOURCE = "tutorial (reference)"
 

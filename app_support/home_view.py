@@ -1,29 +1,14 @@
 """The Home page: what the app shows, the shipped models (from their cards), links to every page."""
 from __future__ import annotations
 
-import math
 from types import MappingProxyType
 
 import pandas as pd
 import streamlit as st
 
-from .common import ARCH_LABELS, TASK_LABELS, model_entries, sidebar_settings
-
-# (page file as registered in app.py, link label, icon, what you see there)
-PAGE_LINKS = (
-    ("pages/translate.py", "Translate", "🌍",
-     "German → English: the translation, where the decoder looked for every word, and the candidates it "
-     "weighed at each step."),
-    ("pages/reverse.py", "Reverse", "🔁",
-     "The classic toy task: write the input backwards. Perfect attention is an anti-diagonal."),
-    ("pages/compare.py", "Compare models", "⚖️",
-     "One input through every model side by side, with the metrics beside the tutorial's reference numbers."),
-    ("pages/teacher_forcing.py", "Teacher forcing", "🎓",
-     "Feeding the decoder the right previous word in training, or its own guess: the schedules between the "
-     "two, what a sweep over them found, and a small model to train yourself."),
-    ("pages/beam_search.py", "Beam search", "🌳",
-     "Every hypothesis beam search keeps at each step, with its score, and the one that wins."),
-)
+from .cards import number, shipped_bytes, trained_on
+from .common import model_entries, sidebar_settings
+from .constants import ARCH_LABELS, PAGES, TASK_LABELS
 
 # Column order of the models table; metrics a task does not have stay empty (NaN).
 MODEL_COLUMNS = ("model", "task", "architecture", "params", "size on disk (MiB)", "BLEU (tutorial form)",
@@ -31,28 +16,6 @@ MODEL_COLUMNS = ("model", "task", "architecture", "params", "size on disk (MiB)"
                  "training time (min)")
 TASK_METRIC_COLUMNS = MappingProxyType({"translate": ("BLEU (tutorial form)", "sacreBLEU", "test PPL"),
                                         "reverse": ("exact match 1–20 (%)", "exact match 21–30 (%)")})
-
-
-def number(value) -> float:
-    """A card metric as a float; NaN when missing or not a number (tables show it as empty)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return math.nan
-    return float(value)
-
-
-def trained_on(provenance: dict) -> str:
-    """'GPU: NVIDIA H100 80GB HBM3' or 'CPU: x86_64 (2 threads)' from a card's provenance."""
-    device, name = provenance.get("device", "?"), provenance.get("device_name", "?")
-    if device == "cuda":
-        return f"GPU: {name}"
-    threads = provenance.get("cpu_threads")
-    return f"{str(device).upper()}: {name}" + (f" ({threads} threads)" if threads else "")
-
-
-def shipped_bytes(card: dict) -> int:
-    """Bytes of the files a checkpoint ships, as its card records them (loading verifies them),
-    so the table needs no disk access."""
-    return sum(int(f.get("bytes", 0)) for f in card.get("files", {}).values() if isinstance(f, dict))
 
 
 def models_frame(entries: list[dict]) -> pd.DataFrame:
@@ -118,9 +81,9 @@ def render_home() -> None:
         "and writing a sequence of characters backwards.")
 
     st.subheader("Pages")
-    for path, label, icon, what in PAGE_LINKS:
-        st.page_link(path, label=label, icon=icon)
-        st.caption(what)
+    for page in PAGES[1:]:                       # every page but Home itself
+        st.page_link(page.path, label=page.title, icon=page.icon)
+        st.caption(page.summary)
 
     st.subheader("Shipped models")
     entries = model_entries("translate") + model_entries("reverse")

@@ -8,23 +8,12 @@ import streamlit as st
 from seq2seq import figures
 from seq2seq.alignment import diagonality, row_entropy
 
-from .common import (EXAMPLES, decode_for_page, init_state, model_entries, model_label, save_state, set_url,
-                     sidebar_settings, text_with_examples)
+from .common import (decode_for_page, init_state, model_entries, model_label, save_state, set_url, sidebar_settings,
+                     text_with_examples)
+from .constants import EXAMPLES, PLOTLY_CONFIG, default_model
 
 if TYPE_CHECKING:
     import pandas as pd
-
-PLOTLY_CONFIG = {"displaylogo": False, "displayModeBar": True,
-                 "toImageButtonOptions": {"format": "png", "scale": 2, "filename": "attention-lab"}}
-PREFERRED = ["bahdanau", "luong", "gru", "lstm"]
-
-
-def default_model(entries: list[dict], task: str) -> str:
-    names = [e["name"] for e in entries]
-    for arch in PREFERRED:
-        if f"{task}-{arch}" in names:
-            return f"{task}-{arch}"
-    return names[0]
 
 
 def exact_match_frame(entries: list[dict]) -> pd.DataFrame:
@@ -42,7 +31,7 @@ def controls(task: str, entries: list[dict]):
     names = [e["name"] for e in entries]
     k = task  # widget keys are per page, so both pages keep their own input
     init_state(f"{k}.text", EXAMPLES[task][0], query="text")
-    init_state(f"{k}.model", default_model(entries, task), query="model", valid=lambda v: v in names)
+    init_state(f"{k}.model", default_model(names, (task,)), query="model", valid=lambda v: v in names)
     init_state(f"{k}.beam", 1, query="beam", cast=int, valid=lambda v: isinstance(v, int) and 1 <= v <= 10)
     init_state(f"{k}.prefix", "", query="prefix")
     left, right = st.columns([3, 2], gap="large")

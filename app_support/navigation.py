@@ -1,4 +1,4 @@
-"""The app's pages and the one way into them.
+"""The one way into the app's pages (the page list itself is `constants.PAGES`).
 
 Streamlit runs a `pages/` file directly (its older multipage mode) for the very first
 request of a fresh server when that request is a deep link such as /translate?text=...,
@@ -13,21 +13,14 @@ import contextvars
 
 import streamlit as st
 
-_inside_app = contextvars.ContextVar("attention_lab_inside_app", default=False)
+from .constants import APP_ICON, APP_TITLE, PAGES
 
-PAGES = [  # (script relative to app.py, title, icon)
-    ("pages/home.py", "Home", "🏠"),
-    ("pages/translate.py", "Translate", "🌍"),
-    ("pages/reverse.py", "Reverse", "🔁"),
-    ("pages/compare.py", "Compare models", "⚖️"),
-    ("pages/teacher_forcing.py", "Teacher forcing", "🎓"),
-    ("pages/beam_search.py", "Beam search", "🌳"),
-]
+_inside_app = contextvars.ContextVar("attention_lab_inside_app", default=False)
 
 
 def run_app() -> None:
-    st.set_page_config(page_title="attention-lab", page_icon="🔎", layout="wide")
-    pages = [st.Page(path, title=title, icon=icon, default=(i == 0)) for i, (path, title, icon) in enumerate(PAGES)]
+    st.set_page_config(page_title=APP_TITLE, page_icon=APP_ICON, layout="wide")
+    pages = [st.Page(p.path, title=p.title, icon=p.icon, default=(i == 0)) for i, p in enumerate(PAGES)]
     token = _inside_app.set(True)
     try:
         st.navigation(pages).run()

@@ -1,25 +1,27 @@
 """The Teacher forcing page: the schedules, what the sweep found, an exposure-bias replay,
 and a live lab that trains a small reversal model in the page.
 
-The functions named *_frame and *_chart are pure (data in, DataFrame or Altair chart
-out) so they can be tested without a browser; the render_* functions draw."""
+The functions named *_frame are pure (data in, DataFrame out) so they can be tested
+without a browser; the charts are built from those frames by seq2seq.figures, the live
+lab's training is seq2seq.lab and the replay seq2seq.exposure; the render_* functions draw."""
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
-from seq2seq.config import ModelConfig, TeacherForcingConfig, TrainConfig
-from seq2seq.errors import InputError
+from seq2seq.config import TeacherForcingConfig
+from seq2seq.exposure import replay_rows, replay_text
+from seq2seq.figures import curves_charts, final_chart, lab_chart, position_chart, schedule_chart
+from seq2seq.lab import lab_configs, run_lab
 from seq2seq.schedules import describe, teacher_forcing_ratio
-from seq2seq.sweep import EVAL_SEED, batches_per_epoch, constant_setting, decay_setting, load_results
+from seq2seq.sweep import constant_setting, decay_setting, load_results
 
-from .common import (ARCH_LABELS, EXAMPLES, checkpoint_root, get_translator, guarded, init_state, model_entries,
-                     save_state, set_state, set_url, show_source_notes, sidebar_settings)
+from .common import (checkpoint_root, get_translator, guarded, init_state, model_entries, save_state, set_state,
+                     set_url, show_source_notes, sidebar_settings)
+from .constants import ARCH_LABELS, EXAMPLES
 
 SWEEPS_ENV = "ATTENTION_LAB_SWEEPS"        # a folder holding <sweep>.json (default: checkpoints/sweeps)
 CONSTANTS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -28,10 +30,6 @@ DEFAULT_BATCHES = 1000
 MAX_CHARS = 500
 METRIC_LABELS = {"exact_match": "exact match", "bleu": "BLEU"}
 REPLAY_EXAMPLES = ["attention is all you need", "hello world", "the quick brown fox", "abc 123"]
-
-# live lab: sizes that train in seconds on two CPU cores
-LAB_MODEL = dict(emb_dim=16, hidden_dim=48, attn_dim=32, dropout=0.0, max_src_len=20, max_out_len=30)
-LAB_BATCH, LAB_LR, LAB_VAL, LAB_EVAL_N = 32, 5e-3, 200, 40
 LAB_KINDS = {"constant": "constant ratio", "linear": "linear decay", "exponential": "exponential decay",
              "inverse_sigmoid": "inverse-sigmoid decay"}
 
@@ -68,27 +66,6 @@ def schedule_frame(configs: dict[str, TeacherForcingConfig], total_steps: int, p
              "kind": "constant" if cfg.kind == "constant" else "decay"}
             for label, cfg in configs.items() for s in steps]
     return pd.DataFrame(rows, columns=["step", "ratio", "strategy", "kind"])
-
-
-def _fonts(chart, font_size: int):
-    return chart.configure_axis(labelFontSize=font_size, titleFontSize=font_size).configure_legend(
-        labelFontSize=font_size, titleFontSize=font_size).configure_title(fontSize=font_size + 2).configure_header(
-        labelFontSize=font_size, titleFontSize=font_size)
-
-
-def _strategy_color(order: list[str]):
-    return alt.Color("strategy:N", title="strategy", scale=alt.Scale(domain=order), sort=order)
-
-
-def schedule_chart(df: pd.DataFrame, font_size: int = 14):
-    order = list(dict.fromkeys(df["strategy"]))
-    chart = alt.Chart(df).mark_line().encode(
-        x=alt.X("step:Q", title="training batch (i)"),
-        y=alt.Y("ratio:Q", title="P(feed the gold token)", scale=alt.Scale(domain=[0, 1])),
-        color=_strategy_color(order),
-        strokeDash=alt.StrokeDash("kind:N", title="kind", sort=["decay", "constant"]),
-        tooltip=["strategy:N", "step:Q", alt.Tooltip("ratio:Q", format=".3f")])
-    return _fonts(chart.properties(title="Teacher-forcing ratio during training", height=340), font_size)
 
 
 # ------------------------------------------------------------------ pure: sweep results
@@ -152,105 +129,6 @@ def position_frame(results: dict) -> pd.DataFrame:
         return pd.DataFrame(columns=["arch", "strategy", "position", "accuracy", "min", "max"])
     g = df.groupby(["arch", "strategy", "position"])["accuracy"]
     return pd.DataFrame({"accuracy": g.mean(), "min": g.min(), "max": g.max()}).reset_index()
-
-
-def curves_charts(curves: pd.DataFrame, order: list[str], metric_label: str, font_size: int = 14):
-    """Three charts from mean_curves: the free-running metric against the teacher-forced
-    validation loss (one point per epoch, joined in epoch order), then each against epoch."""
-    color = _strategy_color(order)
-    tip = ["strategy:N", "epoch:Q", alt.Tooltip("val_loss:Q", format=".3f"),
-           alt.Tooltip("metric:Q", title=metric_label, format=".3f")]
-    base = alt.Chart(curves)
-    against = base.mark_line(point=True).encode(
-        x=alt.X("val_loss:Q", title="teacher-forced validation loss", scale=alt.Scale(zero=False)),
-        y=alt.Y("metric:Q", title=f"free-running {metric_label}"), color=color, order="epoch:Q",
-        tooltip=tip).properties(title="Free-running quality against teacher-forced loss (each point: an epoch)",
-                                height=340)
-    quiet = alt.Color("strategy:N", scale=alt.Scale(domain=order), legend=None)   # the first chart has the legend
-    loss = base.mark_line(point=True).encode(
-        x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")), y=alt.Y("val_loss:Q", title="teacher-forced validation loss"),
-        color=quiet, tooltip=tip).properties(title="Teacher-forced validation loss by epoch", height=280)
-    metric = base.mark_line(point=True).encode(
-        x=alt.X("epoch:Q", axis=alt.Axis(tickMinStep=1, format="d")), y=alt.Y("metric:Q", title=f"free-running {metric_label}"),
-        color=quiet, tooltip=tip).properties(title=f"Free-running {metric_label} by epoch", height=280)
-    return tuple(_fonts(c, font_size) for c in (against, loss, metric))
-
-
-def final_chart(runs: pd.DataFrame, order: list[str], metric_label: str, font_size: int = 14):
-    """Mean over seeds (bar), min to max (rule), each seed (dot); one panel per arch.
-    Horizontal bars, so the strategy names stay readable."""
-    ok = runs.dropna(subset=["value"])
-    y = alt.Y("strategy:N", sort=order, title=None, axis=alt.Axis(labelLimit=300))
-    color = alt.Color("strategy:N", scale=alt.Scale(domain=order), legend=None)
-    bars = alt.Chart().mark_bar(opacity=0.55).encode(
-        y=y, x=alt.X("mean(value):Q", title=f"final free-running {metric_label}"), color=color,
-        tooltip=["strategy:N", alt.Tooltip("mean(value):Q", title="mean", format=".3f")])
-    spread = alt.Chart().mark_rule(strokeWidth=2, color="black").encode(
-        y=y, x="min(value):Q", x2="max(value):Q")
-    seeds = alt.Chart().mark_point(filled=True, size=45, color="black").encode(
-        y=y, x="value:Q", tooltip=["strategy:N", "seed:Q", alt.Tooltip("value:Q", format=".3f")])
-    chart = alt.layer(bars, spread, seeds, data=ok).properties(height=28 * len(order), width=260).facet(
-        column=alt.Column("arch:N", title=None)).properties(
-        title=f"Final {metric_label} by strategy (bar: mean over seeds; line: min to max; dots: seeds)")
-    return _fonts(chart, font_size)
-
-
-def position_chart(positions: pd.DataFrame, order: list[str], font_size: int = 14):
-    color = _strategy_color(order)
-    chart = alt.Chart(positions).mark_line(point=True).encode(
-        x=alt.X("position:Q", title="output position", axis=alt.Axis(tickMinStep=1, format="d")),
-        y=alt.Y("accuracy:Q", title="accuracy (mean over seeds)", scale=alt.Scale(domain=[0, 1])),
-        color=color, tooltip=["strategy:N", "position:Q", alt.Tooltip("accuracy:Q", format=".3f"),
-                              alt.Tooltip("min:Q", format=".3f"), alt.Tooltip("max:Q", format=".3f")])
-    return _fonts(chart.properties(title="Accuracy by output position (exposure bias: errors compound)",
-                                   height=340), font_size)
-
-
-def lab_chart(points: pd.DataFrame, font_size: int = 14):
-    chart = alt.Chart(points).mark_line(point=True).encode(
-        x=alt.X("step:Q", title="training batch"), y=alt.Y("value:Q", title=None),
-        color=alt.Color("series:N", title=None),
-        tooltip=["series:N", "step:Q", alt.Tooltip("value:Q", format=".3f")])
-    return _fonts(chart.properties(title="Live training", height=300), font_size)
-
-
-# ------------------------------------------------------------------ pure: live lab
-def lab_configs(arch: str, kind: str, ratio: float, epochs: int, train_size: int, max_len: int,
-                seed: int) -> tuple[ModelConfig, TrainConfig]:
-    """A tiny reversal run; a decay is fitted to go from ~1 to ~0 over its batches."""
-    total = batches_per_epoch(train_size, LAB_BATCH) * epochs
-    tf = constant_setting(ratio).tf if kind == "constant" else decay_setting(kind, total).tf
-    model_cfg = ModelConfig(arch=arch, **LAB_MODEL)
-    cfg = TrainConfig(task="reverse", epochs=epochs, batch_size=LAB_BATCH, lr=LAB_LR, patience=0, seed=seed,
-                      reverse_min_len=1, reverse_max_len=max_len, reverse_train_size=train_size,
-                      reverse_val_size=LAB_VAL, amp=False, teacher_forcing=tf)
-    return model_cfg, cfg
-
-
-def run_lab(model_cfg: ModelConfig, cfg: TrainConfig, on_batch=None, on_epoch=None) -> dict:
-    """Train in this process, write nothing, and measure exact match on fresh sequences."""
-    import torch
-
-    from seq2seq.evaluate import evaluate_reversal, mean_over
-    from seq2seq.train import load_task_data, train
-
-    t0 = time.perf_counter()
-    # One thread: a model this small gains nothing from more, and on a busy machine extra
-    # threads fight over the cores (we measured 10x slower). The setting is process-wide,
-    # so it is restored afterwards.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        data = load_task_data(cfg, None, None)
-        model, card = train(model_cfg, cfg, None, data, torch.device("cpu"), name="live-lab", progress=False,
-                            on_batch=on_batch, on_epoch=on_epoch, final_eval=False)
-        lengths = range(1, cfg.reverse_max_len + 1)
-        rev = evaluate_reversal(model, data.src_vocab, lengths, LAB_EVAL_N, EVAL_SEED, torch.device("cpu"))
-    finally:
-        torch.set_num_threads(threads)
-    return {"history": card["history"], "exact_match": mean_over(rev["exact_match_by_length"], 1, cfg.reverse_max_len),
-            "exact_match_by_length": rev["exact_match_by_length"], "policy": describe(cfg.teacher_forcing),
-            "arch": model_cfg.arch, "max_len": cfg.reverse_max_len, "seconds": round(time.perf_counter() - t0, 1)}
 
 
 # ------------------------------------------------------------------ page sections
@@ -381,24 +259,6 @@ def _highlight(df: pd.DataFrame, divergence: int | None):
             .format({"p(gold | gold prefix)": "{:.3f}", "p(free token)": "{:.3f}"}, na_rep=""))
 
 
-def compute_replay(translator, text: str, reference: str | None):
-    """Tokenize (raises InputError on bad text) and decode both ways."""
-    from seq2seq.exposure import replay
-    from seq2seq.text import tokenize
-
-    source = translator.prepare(text)
-    if reference is None:                               # reversal: the gold output is the reversed input
-        gold_ids = list(reversed(source.ids))
-    else:
-        if not reference.strip():
-            raise InputError("type the reference translation to compare against")
-        gold_tokens = tokenize(reference, translator.tgt_tokenizer)[: translator.cfg.max_out_len - 1]
-        if not gold_tokens:
-            raise InputError("nothing left to read in the reference after tokenizing")
-        gold_ids = translator.ckpt.tgt_vocab.encode(gold_tokens)
-    return source, replay(translator.model, source.ids, gold_ids, translator.ckpt.tgt_vocab.itos)
-
-
 def render_replay(results: dict | None, results_path: Path | None) -> None:
     st.caption("One input decoded two ways. Teacher-forced: at every step the model is fed the gold prefix and "
                "we show its best guess. Free-running: it is fed its own previous output, as when it is used. "
@@ -431,7 +291,7 @@ def render_replay(results: dict | None, results_path: Path | None) -> None:
     translator = guarded(get_translator, models[name]["path"])
     if translator is None:
         return
-    out = guarded(compute_replay, translator, text, reference)
+    out = guarded(replay_text, translator, text, reference)
     if out is None:
         return
     source, r = out
@@ -457,7 +317,6 @@ def render_replay(results: dict | None, results_path: Path | None) -> None:
     st.code("gold            " + " ".join(t if t != " " else "␣" for t in r.gold) + "\n"
             "teacher-forced  " + " ".join(t if t != " " else "␣" for t in r.forced) + "\n"
             "free-running    " + " ".join(t if t != " " else "␣" for t in r.free), language=None)
-    from seq2seq.exposure import replay_rows
     df = pd.DataFrame(replay_rows(r))
     st.dataframe(_highlight(df, r.divergence), hide_index=True, key="tf.replay_table",
                  height=min(600, 35 * (len(df) + 1) + 3))
@@ -513,7 +372,7 @@ def render_lab(font_size: int) -> None:
         return
     c = st.columns(3)
     c[0].metric(f"exact match (lengths 1–{result['max_len']})", f"{result['exact_match']:.3f}",
-                help=f"Free-running greedy decoding of {LAB_EVAL_N} fresh sequences of every length.")
+                help=f"Free-running greedy decoding of {result['eval_n']} fresh sequences of every length.")
     best = max((h["val_exact_match"] for h in result["history"]), default=0.0)
     c[1].metric("best validation exact match", f"{best:.3f}")
     c[2].metric("training time", f"{result['seconds']:.0f} s")

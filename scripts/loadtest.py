@@ -9,28 +9,27 @@ each loops for the given time: type a new German sentence, wait until the page s
 translation (the answer time), open "Step by step" and press play, go back to the heatmap.
 Reports interactions served, errors (timeouts or an exception box on a page), p50/p95
 answer time, and the server process's resident memory at the start (after one warm-up
-session loaded the model) and at the end."""
+session loaded the model) and at the end. The server and Chromium are started by
+tools.serve, as in the benchmark and the browser test."""
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tools.serve import async_chromium, streamlit_server  # noqa: E402 - after the path is set
+
 SENTENCES = ["Ein Mann fährt mit dem Fahrrad.", "Zwei Hunde spielen im Schnee.", "Eine Frau liest ein Buch.",
              "Kinder spielen Fußball auf einer Wiese.", "Ein kleines Mädchen isst ein Eis.", "Der Hund schläft.",
              "Ein Mann mit einem Hut singt.", "Zwei Frauen gehen die Straße entlang.", "Ein Junge springt ins Wasser.",
              "Eine Gruppe von Menschen steht vor einem Gebäude."]
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def rss_mib(pid: int) -> float:
@@ -80,26 +79,9 @@ async def interact(page, idx: int, deadline: float, times: list, errors: list) -
 
 
 async def run(sessions: int, seconds: float) -> dict:
-    from playwright.async_api import async_playwright
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                               "--server.address", "127.0.0.1", "--server.port", str(port),
-                               "--browser.gatherUsageStats", "false"], cwd=ROOT,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
-        async with async_playwright() as p:
-            browser = await p.chromium.launch(executable_path=shutil.which("chromium") or "/usr/bin/chromium",
-                                              args=ARGS)
+    with streamlit_server(cwd=ROOT, timeout=60) as server:
+        url = server.url
+        async with async_chromium() as browser:
             warm_ctx, _ = await open_session(browser, url, 0, [], [])   # loads the model once
             await warm_ctx.close()
             rss_start = rss_mib(server.pid)
@@ -114,10 +96,6 @@ async def run(sessions: int, seconds: float) -> dict:
             rss_end = rss_mib(server.pid)
             for ctx, _ in opened:
                 await ctx.close()
-            await browser.close()
-    finally:
-        server.terminate()
-        server.wait(10)
     times.sort()
     pct = lambda q: round(1000 * times[min(len(times) - 1, int(q * len(times)))], 1) if times else None  # noqa: E731
     load_times.sort()

@@ -13,71 +13,27 @@ Hidden directories are not checkpoints: list_checkpoints skips them, and the nex
 of the same checkpoint removes the ones a killed save left behind."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .config import TASKS, ModelConfig, TrainConfig
+from .atomic import (atomic_write_bytes, atomic_write_json, atomic_write_with, fsync_path, is_temporary,
+                     sha256_file, swap_directory_into_place, temporary_sibling)
+from .card import CARD, FORMAT_VERSION, VOCAB, WEIGHTS, Card
+from .config import ModelConfig, TrainConfig
 from .errors import CheckpointError
 from .models import Seq2Seq, build_model, count_params
-from .text import TOKENIZERS
 from .vocab import Vocab
 
-FORMAT_VERSION = 1
-WEIGHTS, CARD, VOCAB = "model.safetensors", "card.json", "vocab.json"
-REQUIRED_CARD_FIELDS = ("format_version", "name", "task", "arch", "config", "params",
-                        "teacher_forcing", "metrics", "history", "provenance", "files",
-                        "tokenizers")
-CARD_FIELD_TYPES = {"name": str, "task": str, "arch": str, "config": dict, "params": int, "teacher_forcing": dict,
-                    "metrics": dict, "history": list, "provenance": dict, "files": dict, "tokenizers": dict}
 WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "int8": torch.int8}
-REQUIRED_PROVENANCE = ("device", "device_name", "torch_version", "git_commit", "trained_at",
-                       "wall_seconds", "seed", "data")
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _fsync(path: Path) -> None:
-    """Push a file (or a directory's entries) to disk, so a power cut after a rename
-    cannot leave a name pointing at missing data."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return                      # e.g. directories on Windows: best effort
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    _atomic_write_bytes(Path(path), (json.dumps(obj, indent=1, ensure_ascii=False) + "\n").encode())
 
 
 def unique_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -134,11 +90,7 @@ def save_weights(model: torch.nn.Module, path: Path, dtype: torch.dtype = torch.
     else:
         tensors = {k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
                    for k, v in unique_state_dict(model).items()}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    os.chmod(tmp, 0o644)   # save_file creates 0600; the app may run as another user
-    _fsync(tmp)
-    os.replace(tmp, path)
+    atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
 
 
 def git_commit() -> str:
@@ -158,12 +110,13 @@ def device_provenance(device: torch.device) -> dict:
 
 
 def save_checkpoint(out_dir: str | os.PathLike, model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab,
-                    card: dict, half: bool = False, weights_dtype: str | None = None) -> dict:
+                    card: Card | dict, half: bool = False, weights_dtype: str | None = None) -> Card:
     """Write weights, vocabularies and card into `out_dir`; returns the card written.
 
-    `card` holds the descriptive fields (name, task, metrics, history, provenance, ...);
-    format, config, params and file hashes are filled in here. The directory is replaced
-    as a whole (see the module docstring); other files in it are carried over."""
+    `card` holds the descriptive fields (name, task, metrics, history, provenance, ...),
+    as a Card or a dict of them; format, config, params and file hashes are filled in
+    here. The directory is replaced as a whole (see the module docstring); other files
+    in it are carried over."""
     out = Path(out_dir)
     if out.is_symlink():
         out = out.resolve()         # swap the directory the link points at, keep the link
@@ -171,43 +124,36 @@ def save_checkpoint(out_dir: str | os.PathLike, model: Seq2Seq, src_vocab: Vocab
         raise NotADirectoryError(f"{out}: exists and is not a directory")
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(out)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
+    tmp = temporary_sibling(out)
     tmp.mkdir()
     try:
         dtype = weights_dtype or ("float16" if half else "float32")
         card = _write_checkpoint_files(tmp, model, src_vocab, tgt_vocab, card, dtype)
         if out.is_dir():
-            _carry_over_extra_files(out, tmp)
-        _swap_into_place(tmp, out)
+            _carry_over_extra_files(out, tmp, card)
+        swap_directory_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)   # gone already unless the save failed
     return card
 
 
 def _write_checkpoint_files(out: Path, model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab,
-                            card: dict, dtype: str) -> dict:
+                            card: Card | dict, dtype: str) -> Card:
     if dtype not in WEIGHT_DTYPES:
         raise ValueError(f"weights dtype must be one of {sorted(WEIGHT_DTYPES)}, got {dtype!r}")
     save_weights(model, out / WEIGHTS, WEIGHT_DTYPES[dtype])
     atomic_write_json(out / VOCAB, {"src": src_vocab.to_list(), "tgt": tgt_vocab.to_list()})
-    card = dict(card)
-    card.update({
-        "format_version": FORMAT_VERSION,
-        "arch": model.cfg.arch,
-        "config": model.cfg.to_dict(),
-        "params": count_params(model),
-        "weights_dtype": dtype,
-        "files": {WEIGHTS: {"sha256": sha256_file(out / WEIGHTS), "bytes": (out / WEIGHTS).stat().st_size},
-                  VOCAB: {"sha256": sha256_file(out / VOCAB), "bytes": (out / VOCAB).stat().st_size}},
-    })
-    card["weights_sha256"] = card["files"][WEIGHTS]["sha256"]
-    atomic_write_json(out / CARD, card)
-    _fsync(out)
+    given = card.to_dict() if isinstance(card, Card) else dict(card)
+    files = {name: entry for name, entry in (given.get("files") or {}).items() if name not in (WEIGHTS, VOCAB)}
+    files.update({WEIGHTS: {"sha256": sha256_file(out / WEIGHTS), "bytes": (out / WEIGHTS).stat().st_size},
+                  VOCAB: {"sha256": sha256_file(out / VOCAB), "bytes": (out / VOCAB).stat().st_size}})
+    given.update({"format_version": FORMAT_VERSION, "arch": model.cfg.arch, "config": model.cfg.to_dict(),
+                  "params": count_params(model), "weights_dtype": dtype, "files": files,
+                  "weights_sha256": files[WEIGHTS]["sha256"]})
+    card = Card.from_dict(given, str(out / CARD))
+    card.save(out)
+    fsync_path(out)
     return card
-
-
-def _is_temporary(name: str) -> bool:
-    return name.startswith(".") and ".tmp" in name
 
 
 def _remove_leftovers(out: Path) -> None:
@@ -228,10 +174,13 @@ def _remove_leftovers(out: Path) -> None:
             p.unlink(missing_ok=True)
 
 
-def _carry_over_extra_files(old: Path, new: Path) -> None:
-    """Files someone put beside the checkpoint (notes, figures) survive a re-save."""
+def _carry_over_extra_files(old: Path, new: Path, card: Card) -> None:
+    """Files someone put beside the checkpoint (notes, figures, snapshots) survive a
+    re-save. A file that described the old weights (corpus statistics) comes along but
+    is no longer listed in the new card, so readers that verify it refuse it until its
+    command is run again."""
     for entry in old.iterdir():
-        if entry.name in (WEIGHTS, VOCAB, CARD) or _is_temporary(entry.name) or (new / entry.name).exists():
+        if entry.name in (WEIGHTS, VOCAB, CARD) or is_temporary(entry.name) or (new / entry.name).exists():
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.copytree(entry, new / entry.name, symlinks=True)
@@ -239,95 +188,39 @@ def _carry_over_extra_files(old: Path, new: Path) -> None:
             shutil.copy2(entry, new / entry.name, follow_symlinks=False)
 
 
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Rename the finished `tmp` to `out`. POSIX cannot rename onto a non-empty directory,
-    so an existing `out` is first renamed aside, and put back if the second rename fails."""
-    if not out.exists():
-        os.replace(tmp, out)
-    else:
-        aside = out.with_name(f".{out.name}.tmp{os.getpid()}.old")
-        os.replace(out, aside)
-        try:
-            os.replace(tmp, out)
-        except BaseException:
-            os.replace(aside, out)
-            raise
-        shutil.rmtree(aside, ignore_errors=True)
-    _fsync(out.parent)
-
-
 @dataclass
 class LoadedCheckpoint:
     path: Path
-    card: dict
+    card: Card
     model: Seq2Seq
     src_vocab: Vocab
     tgt_vocab: Vocab
 
     @property
     def name(self) -> str:
-        return self.card["name"]
+        return self.card.name
 
     @property
     def task(self) -> str:
-        return self.card["task"]
+        return self.card.task
 
     @property
     def train_config(self) -> TrainConfig | None:
-        tc = self.card.get("train_config")
-        return TrainConfig.from_dict(tc) if tc else None
+        return self.card.training
 
 
-def read_card(ckpt_dir: str | os.PathLike) -> dict:
+def read_card(ckpt_dir: str | os.PathLike) -> Card:
     """Parse and validate card.json alone (cheap: no weights read)."""
-    d = Path(ckpt_dir)
-    card_path = d / CARD
-    if not d.is_dir():
-        raise CheckpointError(f"{d}: checkpoint directory not found")
-    if not card_path.is_file():
-        raise CheckpointError(f"{card_path}: missing (a checkpoint directory needs {CARD}, "
-                              f"{WEIGHTS} and {VOCAB})")
-    try:
-        card = json.loads(card_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{card_path}: not valid JSON ({e}); the file is corrupt or truncated") from e
-    if not isinstance(card, dict):
-        raise CheckpointError(f"{card_path}: expected a JSON object")
-    version = card.get("format_version")
-    if not isinstance(version, int):
-        raise CheckpointError(f"{card_path}: no integer format_version")
-    if version > FORMAT_VERSION:
-        raise CheckpointError(f"{card_path}: format_version {version} is newer than this code "
-                              f"reads ({FORMAT_VERSION}); update attention-lab")
-    missing = [k for k in REQUIRED_CARD_FIELDS if k not in card]
-    if missing:
-        raise CheckpointError(f"{card_path}: missing fields {missing}")
-    wrong = [f"{k} (expected {t.__name__})" for k, t in CARD_FIELD_TYPES.items() if not isinstance(card[k], t)]
-    if wrong:
-        raise CheckpointError(f"{card_path}: fields of the wrong type: {', '.join(wrong)}")
-    if card["task"] not in TASKS:
-        raise CheckpointError(f"{card_path}: unknown task {card['task']!r}")
-    if set(card["tokenizers"]) != {"src", "tgt"} or not all(t in TOKENIZERS for t in card["tokenizers"].values()):
-        raise CheckpointError(f"{card_path}: tokenizers must name src and tgt from {TOKENIZERS}")
-    prov_missing = [k for k in REQUIRED_PROVENANCE if k not in card["provenance"]]
-    if prov_missing:
-        raise CheckpointError(f"{card_path}: provenance lacks {prov_missing}")
-    for fname in (WEIGHTS, VOCAB):
-        entry = card["files"].get(fname)
-        if not isinstance(entry, dict) or not isinstance(entry.get("sha256"), str) \
-                or not isinstance(entry.get("bytes", 0), int):
-            raise CheckpointError(f"{card_path}: no sha256 recorded for {fname}")
-    try:
-        ModelConfig.from_dict(card["config"])
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{card_path}: config cannot build a model: {e}") from e
-    return card
+    return Card.load(ckpt_dir)
 
 
-def _verified(path: Path, card: dict) -> Path:
+def verify_file(path: Path, card: Card) -> Path:
+    """`path` exists and matches the size and sha256 the card records for its name."""
     if not path.is_file():
         raise CheckpointError(f"{path}: missing")
-    expected = card["files"][path.name]
+    expected = card.files.get(path.name)
+    if not isinstance(expected, dict):
+        raise CheckpointError(f"{path}: the card records no sha256 for it")
     size = path.stat().st_size
     if "bytes" in expected and size != expected["bytes"]:
         raise CheckpointError(f"{path}: {size} bytes, the card records {expected['bytes']}: "
@@ -338,12 +231,16 @@ def _verified(path: Path, card: dict) -> Path:
     return path
 
 
+_verified = verify_file          # the name some callers use
+_atomic_write_bytes = atomic_write_bytes
+
+
 def load_checkpoint(ckpt_dir: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedCheckpoint:
     """Verify and load a checkpoint directory; the model comes back in eval mode, float32."""
     d = Path(ckpt_dir)
     card = read_card(d)
-    cfg = ModelConfig.from_dict(card["config"])
-    vocab_path = _verified(d / VOCAB, card)
+    cfg = card.model_config
+    vocab_path = verify_file(d / VOCAB, card)
     try:
         vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
         src_vocab, tgt_vocab = Vocab(vocab["src"]), Vocab(vocab["tgt"])
@@ -352,13 +249,13 @@ def load_checkpoint(ckpt_dir: str | os.PathLike, device: str | torch.device = "c
     if (len(src_vocab), len(tgt_vocab)) != (cfg.src_vocab_size, cfg.tgt_vocab_size):
         raise CheckpointError(f"{vocab_path}: vocabulary sizes {len(src_vocab)}/{len(tgt_vocab)} "
                               f"do not match the card's config {cfg.src_vocab_size}/{cfg.tgt_vocab_size}")
-    weights_path = _verified(d / WEIGHTS, card)
+    weights_path = verify_file(d / WEIGHTS, card)
     model = build_model(cfg)
     try:
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{weights_path}: not a readable safetensors file ({e})") from e
-    if card.get("weights_dtype") == "int8":
+    if card.weights_dtype == "int8":
         tensors = dequantize_int8(tensors)
     expected = unique_state_dict(model)
     if set(tensors) != set(expected):

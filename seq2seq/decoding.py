@@ -2,18 +2,31 @@
 top-k candidates, which is what the app draws.
 
 Beam search ranks hypotheses by length-normalized log-probability,
-score = log P(y) / len(y)**alpha, at every step and at the end. A finished hypothesis
-stays in its beam with its score frozen. With width 1 the ranking reduces to the argmax
-of the next-token distribution, so beam width 1 returns exactly the greedy result."""
+score = log P(y) / len(y)**alpha, at every step and at the end. With a coverage weight
+beta > 0 (attention models) a whole hypothesis' score adds GNMT's coverage penalty (Wu et
+al., 2016), beta * sum_i log(min(c_i, 1)), c_i the attention source token i has received
+over the hypothesis' steps: hypotheses that leave source tokens unread rank lower. It
+joins the score when a hypothesis ends with <eos> (and, at the end, for hypotheses cut
+at the length limit); open hypotheses compete on the length-normalized log P alone, as a
+half-written output has necessarily not covered the source yet. alpha = 1 and
+beta = 0 is the plain length-normalized search. A finished hypothesis stays in its beam
+with its score frozen. With width 1 the ranking reduces to the argmax of the next-token
+distribution, so beam width 1 returns exactly the greedy result.
+
+The beam tree (return_tree) is everything the search kept, step by step; `slot_path` and
+`slot_history` read a hypothesis back out of it, so callers never backtrack themselves."""
 from __future__ import annotations
 
+import difflib
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .models import Seq2Seq, reorder_state
+from .models import Seq2Seq, inference_path, reorder_state
+from .models.output import greedy_choice as output_greedy_choice
 from .vocab import EOS_ID, PAD_ID, SOS_ID
 
 
@@ -29,6 +42,8 @@ class Hypothesis:
     topk_probs: list[list[float]]     # ... and their probabilities
     attention: np.ndarray | None      # [n_steps, S] over the real source tokens; None without attention
     beam_tree: list[dict] | None = field(default=None, repr=False)  # per step: the beams kept
+    n_best: list["Hypothesis"] | None = field(default=None, repr=False)  # beam search: every final slot, best first
+    beam_slot: int | None = None      # beam search: the final slot this hypothesis ends in
 
 
 def next_token_logprobs(logits: torch.Tensor) -> torch.Tensor:
@@ -41,12 +56,11 @@ def next_token_logprobs(logits: torch.Tensor) -> torch.Tensor:
 
 
 def greedy_choice(logits: torch.Tensor) -> torch.Tensor:
-    """[B, V] logits -> [B] argmax ids, never <pad> or <sos>. The argmax of the logits is
+    """[B, V] logits -> [B] argmax ids, never <pad> or <sos>: the models' one greedy choice
+    (models/output.py), which the tokens-only path also makes. The argmax of the logits is
     the argmax of the log-probabilities, so greedy choices need no softmax over V.
     Writes -inf into those two columns of `logits` (a fresh tensor each step)."""
-    logits[..., PAD_ID] = float("-inf")
-    logits[..., SOS_ID] = float("-inf")
-    return logits.argmax(-1)
+    return output_greedy_choice(logits, (PAD_ID, SOS_ID))
 
 
 def _source_lengths(src_lens) -> list[int]:
@@ -65,7 +79,7 @@ def _prefix_tensor(prefix, batch: int, device):
     return ids, lens
 
 
-@torch.inference_mode()
+@inference_path
 def greedy_decode(model: Seq2Seq, src, src_lens, max_len: int | None = None, topk: int = 5,
                   prefix: list[list[int]] | None = None, compact_at: float = 0.75,
                   details: bool = True) -> list[Hypothesis]:
@@ -158,13 +172,60 @@ def greedy_decode(model: Seq2Seq, src, src_lens, max_len: int | None = None, top
     return hyps
 
 
-@torch.inference_mode()
+COVERAGE_FLOOR = float(torch.finfo(torch.float32).tiny)   # keeps log(coverage) finite
+
+
+def coverage_penalty(coverage: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """GNMT's coverage term (Wu et al., 2016), before its weight beta:
+    sum over the real source positions i of log(min(coverage_i, 1)), <= 0.
+
+    coverage [.., S] the attention each source position has received so far (summed over
+    the hypothesis' steps); mask [.., S] True at real positions -> [..]. A position never
+    attended would give log 0: coverage is floored at the smallest normal float32."""
+    logs = coverage.float().clamp(min=COVERAGE_FLOOR, max=1.0).log()              # [.., S]
+    return (logs * mask).sum(-1)
+
+
+def winner_slot(tree: list[dict]) -> int:
+    """The final beam slot with the best score: the hypothesis beam search returns (ties:
+    the first slot; empty slots, score -inf, never win)."""
+    last = [s if math.isfinite(s) else -math.inf for s in tree[-1]["scores"]]
+    return max(range(len(last)), key=lambda k: (last[k], -k))
+
+
+def slot_path(tree: list[dict], slot: int) -> list[tuple[int, int]]:
+    """(step, slot) of every node on the hypothesis in final `slot`, start to end. Steps
+    where the hypothesis had already finished hold a frozen <pad> copy and are skipped."""
+    path, j = [], slot
+    for t in range(len(tree) - 1, -1, -1):
+        if not tree[t]["finished"][j]:
+            path.append((t, j))
+        j = tree[t]["parents"][j]
+    return path[::-1]
+
+
+def slot_history(tree: list[dict], slot: int) -> list[int]:
+    """Token ids of the hypothesis in final `slot`, start to end (with <eos> if it ended)."""
+    return [tree[t]["tokens"][j] for t, j in slot_path(tree, slot)]
+
+
+@inference_path
 def beam_search(model: Seq2Seq, src, src_lens, beam: int = 5, max_len: int | None = None,
-                topk: int = 5, alpha: float = 1.0, prefix: list[list[int]] | None = None,
-                return_tree: bool = False) -> list[Hypothesis]:
-    """Batched beam search with length normalization (see the module docstring)."""
+                topk: int = 5, alpha: float = 1.0, coverage: float = 0.0,
+                prefix: list[list[int]] | None = None, return_tree: bool = False) -> list[Hypothesis]:
+    """Batched beam search with length normalization and an optional coverage penalty
+    (see the module docstring). alpha: the length exponent; coverage: beta, the weight of
+    GNMT's coverage term (attention models, width 2 or more; 0 leaves the ranking untouched).
+
+    return_tree: each result also carries `beam_tree`, per step every slot's token, parent
+    slot, score, cumulative log-probability and whether it had already finished, and
+    `n_best`, the final hypotheses of every filled slot, best first (the first is the
+    result itself)."""
     if beam < 1:
         raise ValueError("beam width must be at least 1")
+    # width 1 is greedy decoding whatever the knobs (the coverage penalty, which weighs ending,
+    # would otherwise make it differ from greedy_decode)
+    use_coverage = bool(coverage) and model.has_attention and beam > 1
     device = src.device
     batch, K = src.size(0), beam
     V = model.cfg.tgt_vocab_size
@@ -173,6 +234,9 @@ def beam_search(model: Seq2Seq, src, src_lens, beam: int = 5, max_len: int | Non
     expand = torch.arange(batch, device=device).repeat_interleave(K)   # [B*K]
     memory, state = memory.index_select(expand), reorder_state(state, expand)
     forced, forced_lens = _prefix_tensor(prefix, batch, device)
+    S = memory.mask.size(1)
+    src_mask = memory.mask.view(batch, K, S).float()                   # [B, K, S]
+    cov = torch.zeros(batch, K, S, device=device)                      # attention received so far
 
     scores = torch.full((batch, K), float("-inf"), device=device)
     scores[:, 0] = 0.0                                  # only the first beam is alive at start
@@ -183,8 +247,10 @@ def beam_search(model: Seq2Seq, src, src_lens, beam: int = 5, max_len: int | Non
     # a finished beam may only be extended by <pad> at no cost: its score stays frozen
     frozen = torch.full((V,), float("-inf"), device=device)
     frozen[PAD_ID] = 0.0
-    hist_tok, hist_parent, hist_prob, hist_topi, hist_topp, hist_attn, hist_score, hist_fin = \
-        [], [], [], [], [], [], [], []
+    ends = torch.zeros(V, device=device)               # 1 at <eos>: where an open hypothesis ends
+    ends[EOS_ID] = 1.0
+    hist_tok, hist_parent, hist_prob, hist_topi, hist_topp, hist_attn, hist_score, hist_fin, hist_cum = \
+        [], [], [], [], [], [], [], [], []
     batch_base = (torch.arange(batch, device=device) * K).unsqueeze(1)   # [B, 1]
     for t in range(max_len):
         logits, state, attn = model.decode_step(prev, state, memory)
@@ -199,10 +265,19 @@ def beam_search(model: Seq2Seq, src, src_lens, beam: int = 5, max_len: int | Non
         cand = scores.unsqueeze(-1) + step_logp                          # [B, K, V]
         new_len = (lengths + (~finished).float()).clamp(min=1)           # [B, K]
         norm = cand / new_len.unsqueeze(-1) ** alpha
+        if use_coverage:
+            # every extension of slot k shares k's coverage after this step; finished ones keep theirs.
+            # The penalty judges a whole hypothesis: it joins the score when the hypothesis ends
+            # (<eos>; frozen with it), and at the end for the ones still open.
+            cov_next = cov + attn.view(batch, K, S).float() * (~finished).unsqueeze(-1).float()   # [B, K, S]
+            penalty = (coverage * coverage_penalty(cov_next, src_mask)).unsqueeze(-1)           # [B, K, 1]
+            norm = norm + torch.where(finished.unsqueeze(-1), penalty, penalty * ends)          # [B, K, V]
         best, flat = norm.view(batch, K * V).topk(K, -1)                 # [B, K]
         parent, token = flat // V, flat % V                              # [B, K]
         scores = cand.view(batch, K * V).gather(1, flat)
         lengths = new_len.gather(1, parent)
+        if use_coverage:
+            cov = cov_next.gather(1, parent.unsqueeze(-1).expand(-1, -1, S))
         was_finished = finished.gather(1, parent)
         finished = was_finished | (token == EOS_ID)
         rows = (batch_base + parent).view(-1)                            # [B*K] flat parent rows
@@ -212,6 +287,7 @@ def beam_search(model: Seq2Seq, src, src_lens, beam: int = 5, max_len: int | Non
         hist_topi.append(top_i)
         hist_topp.append(top_p)
         hist_score.append(best)
+        hist_cum.append(scores)
         hist_fin.append(was_finished)
         if attn is not None:
             hist_attn.append(attn.view(batch, K, -1))
@@ -220,7 +296,12 @@ def beam_search(model: Seq2Seq, src, src_lens, beam: int = 5, max_len: int | Non
         if bool(finished.all()):
             break
 
-    final = scores / lengths.clamp(min=1) ** alpha                       # [B, K]
+    # the final ranking; without coverage written out as before (the same floats)
+    if use_coverage:     # hypotheses cut at max_len get their penalty now
+        final = best + torch.where(finished, torch.zeros_like(best), coverage * coverage_penalty(cov, src_mask))
+        hist_score[-1] = final                          # the tree's last scores are the final ones
+    else:
+        final = scores / lengths.clamp(min=1) ** alpha                   # [B, K]
     winner = final.argmax(-1)                                            # [B]
     T = len(hist_tok)
     tok = torch.stack(hist_tok, 1).cpu()          # [B, T, K]
@@ -231,12 +312,11 @@ def beam_search(model: Seq2Seq, src, src_lens, beam: int = 5, max_len: int | Non
     topp = torch.stack(hist_topp, 1).exp().cpu()
     att = torch.stack(hist_attn, 1).float().cpu().numpy() if hist_attn else None  # [B, T, K, S]
     sc = torch.stack(hist_score, 1).cpu()
+    cum = torch.stack(hist_cum, 1).cpu()
     scores_c, final_c, winner_c = scores.cpu(), final.cpu(), winner.cpu()
 
-    hyps = []
-    for b, src_len in enumerate(_source_lengths(src_lens)):
-        j = int(winner_c[b])
-        path = []                                                        # (t, chosen beam, parent beam)
+    def hypothesis(b: int, slot: int, src_len: int) -> Hypothesis:
+        path, j = [], slot                                               # (t, chosen beam, parent beam)
         for t in range(T - 1, -1, -1):
             p = int(par[b, t, j])
             path.append((t, j, p))
@@ -245,27 +325,44 @@ def beam_search(model: Seq2Seq, src, src_lens, beam: int = 5, max_len: int | Non
         path = [(t, j, p) for t, j, p in path if not fin[b, t, j]]       # drop frozen <pad> steps
         steps = [int(tok[b, t, j]) for t, j, p in path]
         done = bool(steps and steps[-1] == EOS_ID)
-        tree = None
-        if return_tree:
-            tree = [{"tokens": tok[b, t].tolist(), "parents": par[b, t].tolist(),
-                     "scores": sc[b, t].tolist(), "finished": fin[b, t].tolist()} for t in range(T)]
-        hyps.append(Hypothesis(
+        return Hypothesis(
             tokens=steps[:-1] if done else steps,
-            log_prob=float(scores_c[b, winner_c[b]]), score=float(final_c[b, winner_c[b]]),
+            log_prob=float(scores_c[b, slot]), score=float(final_c[b, slot]),
             finished=done, step_tokens=steps,
             step_probs=[float(prob[b, t, j].exp()) for t, j, p in path],
             topk_ids=[topi[b, t, p].tolist() for t, j, p in path],
             topk_probs=[topp[b, t, p].tolist() for t, j, p in path],
             attention=None if att is None else np.stack([att[b, t, p, :src_len] for t, j, p in path])
             if path else np.zeros((0, src_len), dtype=np.float32),
-            beam_tree=tree))
+            beam_slot=slot)
+
+    hyps = []
+    for b, src_len in enumerate(_source_lengths(src_lens)):
+        hyp = hypothesis(b, int(winner_c[b]), src_len)
+        if return_tree:
+            hyp.beam_tree = [{"tokens": tok[b, t].tolist(), "parents": par[b, t].tolist(),
+                              "scores": sc[b, t].tolist(), "log_probs": cum[b, t].tolist(),
+                              "finished": fin[b, t].tolist()} for t in range(T)]
+            # every filled slot, best first; equal scores keep slot order, so the winner leads
+            filled = [j for j in range(K) if math.isfinite(float(final_c[b, j]))]
+            ranked = sorted(filled, key=lambda j: -float(final_c[b, j]))
+            hyp.n_best = [hyp if j == hyp.beam_slot else hypothesis(b, j, src_len) for j in ranked]
+        hyps.append(hyp)
     return hyps
 
 
+def token_diff(reference: list[str], other: list[str]) -> list[dict]:
+    """Where two outputs differ, token by token: [{op, reference, other}], op one of equal,
+    replace, delete (only in reference), insert (only in other); in order, covering both."""
+    ops = difflib.SequenceMatcher(a=reference, b=other, autojunk=False).get_opcodes()
+    return [{"op": op, "reference": reference[i1:i2], "other": other[j1:j2]} for op, i1, i2, j1, j2 in ops]
+
+
 def decode(model: Seq2Seq, src, src_lens, beam: int = 1, **kw) -> list[Hypothesis]:
-    """Greedy for width 1 (faster, same result), beam search otherwise."""
+    """Greedy for width 1 (faster, same result: with one slot neither the length exponent
+    nor the coverage penalty changes the ranking), beam search otherwise."""
     if beam == 1 and not kw.get("return_tree"):
-        kw.pop("alpha", None)
-        kw.pop("return_tree", None)
+        for name in ("alpha", "coverage", "return_tree"):
+            kw.pop(name, None)
         return greedy_decode(model, src, src_lens, **kw)
     return beam_search(model, src, src_lens, beam=beam, **kw)

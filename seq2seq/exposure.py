@@ -8,14 +8,20 @@ training, and errors tend to compound."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from .alignment import first_divergence
 from .decoding import greedy_decode
+from .errors import InputError
 from .models import Seq2Seq
+from .text import tokenize
 from .vocab import EOS, EOS_ID, SOS_ID
+
+if TYPE_CHECKING:
+    from .translate import SourceInput, Translator
 
 SPACE_MARK = "␣"     # spaces shown so a person can see them in a table
 
@@ -72,6 +78,25 @@ def replay(model: Seq2Seq, src_ids: list[int], gold_ids: list[int], itos: list[s
                   forced_gold_prob=[g for _, _, g in forced], free=free, free_prob=list(hyp.step_probs),
                   divergence=first_divergence(free, gold),
                   forced_errors=[t for t, (f, g) in enumerate(zip(forced_tokens, gold)) if f != g])
+
+
+def replay_text(translator: Translator, text: str, reference: str | None = None) -> tuple[SourceInput, Replay]:
+    """Replay one typed input with a loaded model: (the prepared source, its Replay).
+
+    `reference` None: a reversal model, whose gold output is the reversed input. Otherwise the
+    reference translation, tokenized as the model's targets are and cut to what it can write.
+    Raises InputError for text the model cannot read or an empty reference."""
+    source = translator.prepare(text)                   # raises InputError on bad text
+    if reference is None:
+        gold_ids = list(reversed(source.ids))
+    else:
+        if not reference.strip():
+            raise InputError("type the reference translation to compare against")
+        gold_tokens = tokenize(reference, translator.tgt_tokenizer)[: translator.cfg.max_out_len - 1]
+        if not gold_tokens:
+            raise InputError("nothing left to read in the reference after tokenizing")
+        gold_ids = translator.ckpt.tgt_vocab.encode(gold_tokens)
+    return source, replay(translator.model, source.ids, gold_ids, translator.ckpt.tgt_vocab.itos)
 
 
 def visible(token: str) -> str:

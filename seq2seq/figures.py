@@ -41,15 +41,31 @@ def tick_labels(tokens: list[str], unknown: list[bool] | None = None, suffix_row
     return out
 
 
-def _layout_fonts(fig: go.Figure, font_size: int, top: int = 60) -> go.Figure:
-    """Font sizes set explicitly everywhere (the app's theme would otherwise shrink ticks)."""
-    fig.update_layout(font=dict(size=font_size), hoverlabel=dict(font_size=font_size),
-                      title=dict(font=dict(size=font_size + 2), x=0, xanchor="left", y=1, yref="container",
-                                 yanchor="top", pad=dict(t=8, l=4)),
-                      margin=dict(l=10, r=10, t=top, b=10))
-    fig.update_xaxes(tickfont=dict(size=font_size), title_font=dict(size=font_size))
-    fig.update_yaxes(tickfont=dict(size=font_size), title_font=dict(size=font_size))
-    return fig
+def font_sizes(font_size: int) -> dict:
+    """The app's one type scale: tick and axis labels, legends and hovers at `font_size`,
+    titles 2 px larger. Every figure here, Plotly or Altair, takes its sizes from this."""
+    return {"label": int(font_size), "title": int(font_size) + 2}
+
+
+def apply_fonts(figure, font_size: int, top: int = 60):
+    """Font sizes set explicitly everywhere (the app's theme would otherwise shrink ticks).
+
+    A Plotly figure is changed in place and returned (with its title at the top left and
+    margins, `top` px above the plot); an Altair chart comes back configured (a copy)."""
+    sizes = font_sizes(font_size)
+    if not isinstance(figure, go.Figure):       # Altair: a top-level chart's configuration
+        label, title = sizes["label"], sizes["title"]
+        return figure.configure_axis(labelFontSize=label, titleFontSize=label).configure_legend(
+            labelFontSize=label, titleFontSize=label).configure_title(fontSize=title).configure_header(
+            labelFontSize=label, titleFontSize=label)
+    label = sizes["label"]
+    figure.update_layout(font=dict(size=label), hoverlabel=dict(font_size=label),
+                         title=dict(font=dict(size=sizes["title"]), x=0, xanchor="left", y=1, yref="container",
+                                    yanchor="top", pad=dict(t=8, l=4)),
+                         margin=dict(l=10, r=10, t=top, b=10))
+    figure.update_xaxes(tickfont=dict(size=label), title_font=dict(size=label))
+    figure.update_yaxes(tickfont=dict(size=label), title_font=dict(size=label))
+    return figure
 
 
 def alignment_heatmap(source_tokens: list[str], output_tokens: list[str], matrix, kind: str = "attention",
@@ -94,7 +110,7 @@ def alignment_heatmap(source_tokens: list[str], output_tokens: list[str], matrix
         legend=dict(orientation="h", y=-0.05), plot_bgcolor="white")
     # the source axis sits on top: room for the title, the axis title and (slanted) tick labels
     top = int(font_size * (6.5 + (max(len(t) for t in src_labels) * 0.5 if slant else 1.5)))
-    return _layout_fonts(fig, font_size, top=min(top, 320))
+    return apply_fonts(fig, font_size, top=min(top, 320))
 
 
 def step_figure(source_tokens: list[str], steps: list[dict], step_matrix, kind: str = "attention",
@@ -132,30 +148,49 @@ def step_figure(source_tokens: list[str], steps: list[dict], step_matrix, kind: 
 
     if not steps:
         fig.update_layout(title=dict(text="no decoder steps"))
-        return _layout_fonts(fig, font_size)
+        return apply_fonts(fig, font_size)
     for tr, col in zip(traces(0), (1, 2)):
         fig.add_trace(tr, row=1, col=col)
     fig.frames = [go.Frame(data=traces(t), traces=[0, 1], name=str(t), layout=dict(title=dict(text=title(t))))
                   for t in range(len(steps))]
+    # Pixel layout, so the controls never cover the axes whatever the font size and labels:
+    # title (two lines) and subplot titles above the plots; below them the tick labels
+    # (slanted ones need room for their length) and the right plot's axis title, then the
+    # play/pause row, then the slider (its "step N" label, rail and step numbers).
+    f = font_size
+    slant = S > 8
+    longest = max((len(t) for t in src_labels), default=1)
+    left_ticks = int(0.71 * 0.6 * f * min(longest, 40) + 1.2 * f) + 12 if slant else int(1.5 * f) + 10
+    right_ticks = int(3.2 * f) + 14                           # tick labels and "probability"
+    below = max(left_ticks, right_ticks) + 14                 # plot bottom -> the buttons
+    buttons_h = int(1.3 * f) + 16
+    slider_h = int(3.4 * f) + 36
+    top = int(f * 7.5)                                        # a two-line title, then the subplot titles
+    plot_h = int(250 + 8 * k + 5 * f)
+    bottom = below + buttons_h + 10 + slider_h
     fig.update_layout(
-        title=dict(text=title(0)), height=460 + 8 * k,
-        xaxis=dict(tickmode="array", tickvals=list(range(S)), ticktext=src_labels, tickangle=-45 if S > 8 else 0),
+        title=dict(text=title(0)), height=top + plot_h + bottom,
+        xaxis=dict(tickmode="array", tickvals=list(range(S)), ticktext=src_labels, tickangle=-45 if slant else 0,
+                   automargin=False),
         yaxis=dict(range=[0, 1.05] if kind == "attention" else [0, float(A.max()) * 1.05 + 1e-9], title=dict(text="weight")),
-        xaxis2=dict(range=[0, 1.05], title=dict(text="probability")),
+        xaxis2=dict(range=[0, 1.05], title=dict(text="probability"), automargin=False),
         yaxis2=dict(autorange="reversed", showticklabels=False),
-        updatemenus=[dict(type="buttons", showactive=False, x=0, y=-0.18, xanchor="left", yanchor="top",
+        updatemenus=[dict(type="buttons", direction="left", showactive=False, x=0, xanchor="left",
+                          y=-below / plot_h, yanchor="top", pad=dict(t=0, b=0, l=0, r=0),
                           buttons=[dict(label="▶ play", method="animate",
                                         args=[None, dict(frame=dict(duration=900, redraw=True), fromcurrent=True,
                                                          transition=dict(duration=0))]),
                                    dict(label="❚❚ pause", method="animate",
                                         args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")])])],
-        sliders=[dict(active=0, x=0.16, y=-0.12, len=0.84, currentvalue=dict(prefix="step "),
+        sliders=[dict(active=0, x=0, xanchor="left", len=1.0, y=-(below + buttons_h + 10) / plot_h, yanchor="top",
+                      pad=dict(t=0, b=0, l=0, r=0), currentvalue=dict(prefix="step "),
                       steps=[dict(label=str(t + 1), method="animate",
                                   args=[[str(t)], dict(mode="immediate", frame=dict(duration=0, redraw=True),
-                                                       transition=dict(duration=0))]) for t in range(len(steps))])],
-        margin=dict(b=120))
-    fig = _layout_fonts(fig, font_size, top=int(font_size * 7.5))   # a two-line title
-    fig.update_layout(margin=dict(b=140))
+                                                       transition=dict(duration=0))]) for t in range(len(steps))])])
+    fig = apply_fonts(fig, font_size, top=top)
+    fig.update_annotations(font_size=font_sizes(f)["label"])          # the subplot titles
+    # a two-line title anchored at the top is drawn a line too high by Plotly: one line lower
+    fig.update_layout(margin=dict(b=bottom), title_pad_t=8 + font_sizes(f)["title"])
     return fig
 
 
@@ -165,7 +200,7 @@ def beam_tree_figure(tree: list[dict], itos: list[str], font_size: int = 14) -> 
     fig = go.Figure()
     if not tree:
         fig.update_layout(title=dict(text="no beam steps"))
-        return _layout_fonts(fig, font_size)
+        return apply_fonts(fig, font_size)
     T, K = len(tree), len(tree[0]["tokens"])
     last = tree[-1]["scores"]
     winner = int(np.nanargmax([s if np.isfinite(s) else -np.inf for s in last]))
@@ -225,7 +260,7 @@ def beam_tree_figure(tree: list[dict], itos: list[str], font_size: int = 14) -> 
         yaxis=dict(title=dict(text="beam slot"), tickmode="array", tickvals=list(range(K)),
                    ticktext=[str(k + 1) for k in range(K)], autorange="reversed", zeroline=False),
         height=max(340, int(5.5 * font_size) * K + 180), plot_bgcolor="white", legend=dict(orientation="h", y=-0.15))
-    return _layout_fonts(fig, font_size)
+    return apply_fonts(fig, font_size)
 
 
 def _csv_cell(text: str) -> str:
@@ -263,6 +298,131 @@ def line_chart(df, x: str, y: str, color: str, title: str, x_title: str | None =
         rule = alt.Chart(pd.DataFrame({x: [rule_x], "label": [rule_label]})).mark_rule(
             strokeDash=[6, 4], color="gray").encode(x=f"{x}:Q", tooltip=["label:N"])
         chart = chart + rule
-    return chart.properties(title=title, height=340).configure_axis(
-        labelFontSize=font_size, titleFontSize=font_size).configure_legend(
-        labelFontSize=font_size, titleFontSize=font_size).configure_title(fontSize=font_size + 2)
+    return apply_fonts(chart.properties(title=title, height=340), font_size)
+
+
+# ------------------------------------------------------------------ Altair: teacher forcing
+# Tidy DataFrames in (the Teacher forcing page's *_frame functions make them), charts out.
+def _strategy_color(order: list[str], legend: bool = True):
+    import altair as alt
+
+    return alt.Color("strategy:N", title="strategy", scale=alt.Scale(domain=order), sort=order,
+                     **({} if legend else {"legend": None}))
+
+
+def schedule_chart(df, font_size: int = 14):
+    """(step, ratio, strategy, kind) rows -> the teacher-forcing ratio of each strategy over training."""
+    import altair as alt
+
+    order = list(dict.fromkeys(df["strategy"]))
+    chart = alt.Chart(df).mark_line().encode(
+        x=alt.X("step:Q", title="training batch (i)"),
+        y=alt.Y("ratio:Q", title="P(feed the gold token)", scale=alt.Scale(domain=[0, 1])),
+        color=_strategy_color(order),
+        strokeDash=alt.StrokeDash("kind:N", title="kind", sort=["decay", "constant"]),
+        tooltip=["strategy:N", "step:Q", alt.Tooltip("ratio:Q", format=".3f")])
+    return apply_fonts(chart.properties(title="Teacher-forcing ratio during training", height=340), font_size)
+
+
+def curves_charts(curves, order: list[str], metric_label: str, font_size: int = 14):
+    """Three charts from per-epoch curves (strategy, epoch, val_loss, metric): the free-running
+    metric against the teacher-forced validation loss (one point per epoch, joined in epoch
+    order), then each against epoch."""
+    import altair as alt
+
+    tip = ["strategy:N", "epoch:Q", alt.Tooltip("val_loss:Q", format=".3f"),
+           alt.Tooltip("metric:Q", title=metric_label, format=".3f")]
+    whole = alt.Axis(tickMinStep=1, format="d")
+    base = alt.Chart(curves)
+    against = base.mark_line(point=True).encode(
+        x=alt.X("val_loss:Q", title="teacher-forced validation loss", scale=alt.Scale(zero=False)),
+        y=alt.Y("metric:Q", title=f"free-running {metric_label}"), color=_strategy_color(order), order="epoch:Q",
+        tooltip=tip).properties(title="Free-running quality against teacher-forced loss (each point: an epoch)",
+                                height=340)
+    quiet = _strategy_color(order, legend=False)        # the first chart has the legend
+    loss = base.mark_line(point=True).encode(
+        x=alt.X("epoch:Q", axis=whole), y=alt.Y("val_loss:Q", title="teacher-forced validation loss"),
+        color=quiet, tooltip=tip).properties(title="Teacher-forced validation loss by epoch", height=280)
+    metric = base.mark_line(point=True).encode(
+        x=alt.X("epoch:Q", axis=whole), y=alt.Y("metric:Q", title=f"free-running {metric_label}"),
+        color=quiet, tooltip=tip).properties(title=f"Free-running {metric_label} by epoch", height=280)
+    return tuple(apply_fonts(c, font_size) for c in (against, loss, metric))
+
+
+def final_chart(runs, order: list[str], metric_label: str, font_size: int = 14):
+    """One row per run (arch, strategy, seed, value): mean over seeds (bar), min to max (rule),
+    each seed (dot); one panel per arch. Horizontal bars, so the strategy names stay readable.
+    Failed runs (value missing) are left out."""
+    import altair as alt
+
+    ok = runs.dropna(subset=["value"])
+    y = alt.Y("strategy:N", sort=order, title=None, axis=alt.Axis(labelLimit=300))
+    color = _strategy_color(order, legend=False)
+    bars = alt.Chart().mark_bar(opacity=0.55).encode(
+        y=y, x=alt.X("mean(value):Q", title=f"final free-running {metric_label}"), color=color,
+        tooltip=["strategy:N", alt.Tooltip("mean(value):Q", title="mean", format=".3f")])
+    spread = alt.Chart().mark_rule(strokeWidth=2, color="black").encode(
+        y=y, x="min(value):Q", x2="max(value):Q")
+    seeds = alt.Chart().mark_point(filled=True, size=45, color="black").encode(
+        y=y, x="value:Q", tooltip=["strategy:N", "seed:Q", alt.Tooltip("value:Q", format=".3f")])
+    chart = alt.layer(bars, spread, seeds, data=ok).properties(height=28 * len(order), width=260).facet(
+        column=alt.Column("arch:N", title=None)).properties(
+        title=f"Final {metric_label} by strategy (bar: mean over seeds; line: min to max; dots: seeds)")
+    return apply_fonts(chart, font_size)
+
+
+def position_chart(positions, order: list[str], font_size: int = 14):
+    """(strategy, position, accuracy, min, max) rows -> accuracy by output position."""
+    import altair as alt
+
+    chart = alt.Chart(positions).mark_line(point=True).encode(
+        x=alt.X("position:Q", title="output position", axis=alt.Axis(tickMinStep=1, format="d")),
+        y=alt.Y("accuracy:Q", title="accuracy (mean over seeds)", scale=alt.Scale(domain=[0, 1])),
+        color=_strategy_color(order), tooltip=["strategy:N", "position:Q", alt.Tooltip("accuracy:Q", format=".3f"),
+                                               alt.Tooltip("min:Q", format=".3f"), alt.Tooltip("max:Q", format=".3f")])
+    return apply_fonts(chart.properties(title="Accuracy by output position (exposure bias: errors compound)",
+                                        height=340), font_size)
+
+
+def lab_chart(points, font_size: int = 14):
+    """(step, value, series) rows -> the live lab's curves (loss, ratio, validation exact match)."""
+    import altair as alt
+
+    chart = alt.Chart(points).mark_line(point=True).encode(
+        x=alt.X("step:Q", title="training batch"), y=alt.Y("value:Q", title=None),
+        color=alt.Color("series:N", title=None),
+        tooltip=["series:N", "step:Q", alt.Tooltip("value:Q", format=".3f")])
+    return apply_fonts(chart.properties(title="Live training", height=300), font_size)
+
+
+# ------------------------------------------------------------------ corpus statistics (Test set page)
+def _configured(chart, font_size: int):
+    return apply_fonts(chart, font_size)          # the one font helper (same sizes as before)
+
+
+def statistic_histograms(df, title: str, x_title: str, font_size: int = 14, maxbins: int = 40):
+    """Tidy (model, value) rows -> one histogram per model, stacked in rows with a shared x
+    axis (Altair). Only numbers and model names reach the chart."""
+    import altair as alt
+
+    base = alt.Chart(df).mark_bar().encode(
+        x=alt.X("value:Q", bin=alt.Bin(maxbins=maxbins), title=x_title),
+        y=alt.Y("count():Q", title="sentences"),
+        color=alt.Color("model:N", legend=None),
+        tooltip=[alt.Tooltip("model:N"), alt.Tooltip("value:Q", bin=alt.Bin(maxbins=maxbins), title=x_title),
+                 alt.Tooltip("count():Q", title="sentences")])
+    chart = base.properties(height=140).facet(row=alt.Row("model:N", title=None)).properties(title=title)
+    return _configured(chart, font_size)
+
+
+def statistic_scatter(df, x: str, y: str, x_title: str, y_title: str, title: str, font_size: int = 14):
+    """Per-sentence points (columns `sentence`, x, y) -> an Altair scatter; the tooltip shows
+    the sentence number and the two numbers only (no corpus text)."""
+    import altair as alt
+
+    data = df[["sentence", x, y]].dropna()
+    chart = alt.Chart(data).mark_circle(size=40, opacity=0.45).encode(
+        x=alt.X(f"{x}:Q", title=x_title), y=alt.Y(f"{y}:Q", title=y_title),
+        tooltip=[alt.Tooltip("sentence:Q", title="sentence"), alt.Tooltip(f"{x}:Q", title=x_title, format=".4f"),
+                 alt.Tooltip(f"{y}:Q", title=y_title, format=".2f")])
+    return _configured(chart.properties(title=title, height=380), font_size)

@@ -34,6 +34,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+from .presets import DATA_DIR, EVAL_SEED, MODEL_SIZES, SWEEP_SIZES
 from .config import ModelConfig, TeacherForcingConfig, TrainConfig
 from .data import bucketed_batches
 from .schedules import describe, teacher_forcing_ratio
@@ -41,21 +42,11 @@ from .schedules import describe, teacher_forcing_ratio
 FORMAT_VERSION = 1
 SWEEPS = ("reverse", "translate")
 END_RATIO = 0.01             # every decay reaches this (or less) at the last planned batch
-EVAL_SEED = 987654           # evaluation sequences differ from the training and validation seeds
 DECAY_SLUGS = {"linear": "linear", "exponential": "exponential", "inverse_sigmoid": "inverse-sigmoid"}
 DECAY_LABELS = {"linear": "linear decay", "exponential": "exponential decay",
                 "inverse_sigmoid": "inverse-sigmoid decay"}
 
-# The full sweeps (GPU sizes). The reduced CPU form changes only the size options.
-FULL = {
-    "reverse": dict(archs=("gru", "bahdanau"), constants=(0.0, 0.25, 0.5, 0.75, 1.0),
-                    decays=("linear", "exponential", "inverse_sigmoid"), seeds=3,
-                    epochs=10, train_size=20000, max_len=20, emb=32, hidden=128, attn_dim=64,
-                    batch_size=128, lr=3e-3, val_size=1000, eval_n=200, keep="first-seed"),
-    "translate": dict(archs=("bahdanau",), constants=(0.0, 0.5, 1.0), decays=("inverse_sigmoid",), seeds=1,
-                      epochs=10, train_size=None, max_len=None, emb=256, hidden=512, attn_dim=256,
-                      batch_size=128, lr=1e-3, val_size=None, eval_n=None, keep="all"),
-}
+FULL = SWEEP_SIZES   # the full sweeps (presets.py); the reduced CPU form changes only size options
 SIZE_OPTIONS = ("archs", "seeds", "epochs", "train_size", "max_len", "emb", "hidden", "attn_dim",
                 "batch_size", "lr", "val_size", "eval_n")
 
@@ -164,9 +155,7 @@ def plan(sweep: str, opts: dict, out_path: Path, device: str, threads: int,
         if not settings:
             raise ValueError(f"--settings {only} matches none of the sweep's settings")
     task = "reverse" if sweep == "reverse" else "translate"
-    from .train import PRESETS
-
-    model_base = dict(PRESETS[task], emb_dim=opts["emb"], hidden_dim=opts["hidden"], attn_dim=opts["attn_dim"])
+    model_base = dict(MODEL_SIZES[task], emb_dim=opts["emb"], hidden_dim=opts["hidden"], attn_dim=opts["attn_dim"])
     train_base = dict(task=task, epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"],
                       patience=0, eval_beam=1, half_weights=True)
     if task == "reverse":
@@ -425,7 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch threads per worker (default: CPUs / jobs; with --jobs 1 torch's default)")
     p.add_argument("--resume", action="store_true", help="skip runs already in --out with the same configuration")
     p.add_argument("--settings", default=None, help="comma-separated labels or slugs to run (default: all)")
-    p.add_argument("--data-dir", default="../shared/data/multi30k", help="translate: Multi30k release files")
+    p.add_argument("--data-dir", default=DATA_DIR, help="translate: Multi30k release files")
     p.add_argument("--cache", default=None, help="translate: token cache JSON.gz (read if present, else written)")
     g = p.add_argument_group("sizes (defaults: the full sweep)")
     g.add_argument("--archs", help="comma-separated, e.g. gru,bahdanau")

@@ -1,11 +1,28 @@
-"""Helpers for AppTest-based page tests."""
+"""Helpers shared by the page tests (AppTest): opening a page, finding elements and figures,
+and a checkpoint folder with every case the pages must handle (`build_lab_checkpoints`).
+Test modules import helpers from here or conftest.py, never from each other."""
+import base64
 import json
+import shutil
+from pathlib import Path
 
+import numpy as np
+import torch
 from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
+from seq2seq.checkpoint import save_checkpoint
+from seq2seq.text import REVERSE_ALPHABET
+from seq2seq.vocab import SPECIALS, Vocab
+
+from conftest import ROOT, tiny_model
 
 APP = str(ROOT / "app.py")
+REAL_REVERSE = ROOT / "checkpoints" / "reverse-bahdanau"
+HTML_INPUT = "<b>x</b> **bold** [link](http://x) ![img](http://x/a.png)"
+
+GERMAN = ["ein", "mann", "fährt", "mit", "dem", "fahrrad", "die", "straße", "entlang", ".", "zwei", "hunde",
+          "spielen", "im", "schnee", "x"]
+ENGLISH = ["a", "man", "rides", "bike", "down", "the", "street", ".", "two", "dogs", "play", "in", "snow"]
 
 
 def open_page(page: str, query: dict | None = None, timeout: int = 90) -> AppTest:
@@ -17,13 +34,19 @@ def open_page(page: str, query: dict | None = None, timeout: int = 90) -> AppTes
     return at
 
 
+def walk(node):
+    """Every element under `node` (columns and containers included), depth first."""
+    children = getattr(node, "children", None)
+    if not isinstance(children, dict):
+        return
+    for child in children.values():
+        yield child
+        yield from walk(child)
+
+
 def elements(node, kind: str) -> list:
-    out = []
-    for child in getattr(node, "children", {}).values():
-        if getattr(child, "type", None) == kind:
-            out.append(child)
-        out += elements(child, kind)
-    return out
+    """Every element of type `kind` under `node` (e.g. `at.main`), depth first."""
+    return [e for e in walk(node) if getattr(e, "type", None) == kind]
 
 
 def plotly_figures(at: AppTest) -> list[dict]:
@@ -32,3 +55,93 @@ def plotly_figures(at: AppTest) -> list[dict]:
 
 def messages(at: AppTest) -> str:
     return " | ".join([e.value for e in at.error] + [w.value for w in at.warning] + [i.value for i in at.info])
+
+
+# ------------------------------------------------------------------ checkpoints for the tests
+def _card(name: str, task: str, tokenizer: str, metrics: dict, device: str = "cpu",
+          device_name: str = "x86_64", wall_seconds: float = 120.0) -> dict:
+    return {
+        "name": name, "task": task, "description": "made by the page tests",
+        "teacher_forcing": {"kind": "constant", "ratio": 1.0}, "metrics": metrics, "history": [],
+        "tokenizers": {"src": tokenizer, "tgt": tokenizer},
+        "provenance": {"device": device, "device_name": device_name, "torch_version": torch.__version__,
+                       "git_commit": "test", "trained_at": "2026-01-01T00:00:00+00:00",
+                       "wall_seconds": wall_seconds, "seed": 0, "data": "none"},
+    }
+
+
+def _tiny(out_dir: Path, arch: str, task: str, seed: int, metrics: dict, **card_kw) -> None:
+    """A random tiny model: fast to load and decode; it writes up to 8 tokens."""
+    if task == "translate":
+        src, tgt, tokenizer = Vocab([*SPECIALS, *GERMAN]), Vocab([*SPECIALS, *ENGLISH]), "spacy:de"
+    else:
+        src = tgt = Vocab.from_alphabet(REVERSE_ALPHABET)
+        tokenizer = "chars"
+    model = tiny_model(arch, seed=seed, src_vocab=len(src), tgt_vocab=len(tgt), max_src_len=12, max_out_len=8)
+    card = _card(out_dir.name, task, tokenizer, metrics, **card_kw)
+    if task == "translate":   # the tokenizers differ by language; the card names both
+        card["tokenizers"] = {"src": "spacy:de", "tgt": "spacy:en"}
+    save_checkpoint(out_dir, model, src, tgt, card)
+
+
+def build_lab_checkpoints(root: Path) -> Path:
+    """A checkpoint folder with every case the pages must handle:
+
+    reverse-bahdanau  the real trained model (a copy): reverses text correctly
+    reverse-gru       tiny, no attention (saliency)
+    reverse-luong     a copy of reverse-bahdanau with corrupted weights (fails on load)
+    translate-bahdanau, translate-lstm   tiny, random weights, spaCy tokenizers
+    translate-luong   card.json is not JSON (unreadable card)"""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(REAL_REVERSE, root / "reverse-bahdanau")
+    _tiny(root / "reverse-gru", "gru", "reverse", 1,
+          {"exact_match_1_10": 0.5, "exact_match_1_20": 0.25, "exact_match_21_30": 0.0})
+    broken = root / "reverse-luong"
+    shutil.copytree(REAL_REVERSE, broken)
+    card = json.loads((broken / "card.json").read_text())
+    card["name"] = "reverse-luong"
+    (broken / "card.json").write_text(json.dumps(card))
+    weights = bytearray((broken / "model.safetensors").read_bytes())
+    weights[-100:] = bytes(100)                       # same size, different bytes: sha256 mismatch
+    (broken / "model.safetensors").write_bytes(bytes(weights))
+    _tiny(root / "translate-bahdanau", "bahdanau", "translate", 2,
+          {"test2016": {"bleu": 30.1, "sacrebleu": 28.4, "ppl": 20.5, "decoding": {"beam": 5}}},
+          device="cuda", device_name="NVIDIA H100 80GB HBM3", wall_seconds=600.0)
+    _tiny(root / "translate-lstm", "lstm", "translate", 3,
+          {"test2016": {"bleu": 14.0, "sacrebleu": 13.0, "ppl": 40.0, "decoding": {"beam": 1}}})
+    (root / "translate-luong").mkdir()
+    (root / "translate-luong" / "card.json").write_text("{not json")
+    return root
+
+
+# ------------------------------------------------------------------ AppTest helpers
+def plotly_specs(at) -> list[dict]:
+    return [json.loads(e.proto.spec) for e in elements(at.main, "plotly_chart")]
+
+
+def plotly_array(value) -> np.ndarray:
+    """A Plotly JSON array: a list, or typed binary {dtype, bdata, shape} (Plotly ≥ 6)."""
+    if isinstance(value, dict) and "bdata" in value:
+        arr = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
+        shape = value.get("shape")
+        if shape:
+            arr = arr.reshape([int(n) for n in str(shape).split(",")])
+        return arr
+    return np.array(value, dtype=float)
+
+
+def texts(at, kind: str) -> list[str]:
+    return [e.value for e in elements(at.main, kind)]
+
+
+def url(at) -> dict:
+    """The page's query parameters as a plain dict."""
+    return {k: at.query_params[k] for k in at.query_params}
+
+
+def no_user_markup(at, spec_texts: list[str]) -> None:
+    """User text never reaches a Markdown element or raw into a Plotly figure."""
+    for md in texts(at, "markdown") + texts(at, "caption") + texts(at, "subheader"):
+        assert "**bold**" not in md and "[link]" not in md and "<b>x</b>" not in md
+    for spec in spec_texts:
+        assert "<b>x</b>" not in spec and "<b>x" not in spec

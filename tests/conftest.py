@@ -47,7 +47,7 @@ def padded_batch(lengths, vocab=23, seed=0):
 def lab_root(tmp_path_factory):
     """A checkpoint folder for page tests (a real reversal model, tiny random ones, broken
     ones), made the app's checkpoint root for the module."""
-    from test_page_compare import build_lab_checkpoints
+    from apptest_util import build_lab_checkpoints
 
     root = build_lab_checkpoints(tmp_path_factory.mktemp("checkpoints"))
     with pytest.MonkeyPatch.context() as mp:

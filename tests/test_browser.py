@@ -1,74 +1,43 @@
-"""A real browser against `streamlit run app.py`: Debian's Chromium driven by Playwright.
+"""A real browser against `streamlit run app.py`: Debian's Chromium driven by Playwright,
+both started by tools.serve (the same start-up as the benchmark and the load test).
 
 Screenshots go to screenshots/ (git-ignored) for a person to look at."""
 import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
 
+from app_support.constants import PAGES
+from tools.serve import chromium, chromium_path, streamlit_server
+
 from conftest import ROOT
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 SHOTS = ROOT / "screenshots"
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-PAGES = [("translate", "Translate"), ("reverse", "Reverse"), ("compare", "Compare models"),
-         ("teacher_forcing", "Teacher forcing"), ("beam_search", "Beam search"), ("", "Home")]
 
-if not os.path.exists(CHROMIUM):
+if chromium_path() is None:
     if os.environ.get("ATTENTION_LAB_SKIP_BROWSER") == "1":
         pytest.skip("no chromium and ATTENTION_LAB_SKIP_BROWSER=1", allow_module_level=True)
     raise RuntimeError("Debian's chromium is needed for the browser test: apt-get install chromium "
                        "(scripts/test.sh does this), or set ATTENTION_LAB_SKIP_BROWSER=1")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
-    port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.address",
-         "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
-                break
-        except OSError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        raise RuntimeError("streamlit did not start: " + (proc.stdout.read() if proc.stdout else ""))
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with streamlit_server(capture_output=True) as s:
+        yield s.url
 
 
 @pytest.fixture(scope="module")
-def page(server):
-    from playwright.sync_api import sync_playwright
-
+def browser():
     SHOTS.mkdir(exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        pg = browser.new_page(viewport={"width": 1400, "height": 2200})
-        yield pg
-        browser.close()
+    with chromium() as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def page(browser):
+    pg = browser.new_page(viewport={"width": 1400, "height": 2200})
+    yield pg
+    pg.close()
 
 
 def assert_no_exception(pg, where: str):
@@ -104,9 +73,61 @@ def test_translate_step_through_and_every_page(server, page):
     pg.screenshot(path=str(SHOTS / "translate-steps.png"))
     assert_no_exception(pg, "translate steps")
 
-    for path, title in PAGES:
-        pg.get_by_role("link", name=title).first.click()
+    for p in PAGES[1:] + PAGES[:1]:
+        pg.get_by_role("link", name=p.title).first.click()
         wait_idle(pg, timeout=120_000)
         pg.wait_for_timeout(1500)
-        assert_no_exception(pg, title)
-        pg.screenshot(path=str(SHOTS / f"page-{path or 'home'}.png"))
+        assert_no_exception(pg, p.title)
+        pg.screenshot(path=str(SHOTS / f"page-{p.url_path or 'home'}.png"))
+
+
+# Each group of the step figure's parts, as boxes in the page; none may overlap another group.
+_STEP_PARTS = """root => {
+  const boxes = sel => [...root.querySelectorAll(sel)].map(e => e.getBoundingClientRect())
+    .filter(b => b.width > 0 && b.height > 0).map(b => [b.left, b.top, b.right, b.bottom]);
+  const whole = root.getBoundingClientRect();
+  return {figure: [[whole.left, whole.top, whole.right, whole.bottom]], title: boxes('.g-gtitle text'), subplot_titles: boxes('.annotation-text'),
+          plots: boxes('.nsewdrag'), ticks: boxes('.xtick text, .x2tick text, .ytick text'),
+          axis_titles: boxes('.g-xtitle text, .g-x2title text, .g-ytitle text'),
+          buttons: boxes('.updatemenu-button'), slider: boxes('.slider-group')};
+}"""
+_APART = [("title", "subplot_titles"), ("title", "plots"), ("title", "ticks"),
+          ("buttons", "plots"), ("buttons", "ticks"), ("buttons", "axis_titles"), ("buttons", "slider"),
+          ("slider", "plots"), ("slider", "ticks"), ("slider", "axis_titles"), ("subplot_titles", "plots")]
+
+
+def _overlaps(a, b) -> bool:
+    return a[0] < b[2] - 1 and b[0] < a[2] - 1 and a[1] < b[3] - 1 and b[1] < a[3] - 1
+
+
+@pytest.mark.parametrize("projector", [False, True], ids=["normal", "projector"])
+def test_step_view_title_and_controls_do_not_overlap_the_chart(server, browser, projector):
+    """At 1440 px wide, in normal and projector fonts: the step view's title, play/pause
+    buttons and slider stay clear of the plots, the tick labels and the axis titles."""
+    pg = browser.new_page(viewport={"width": 1440, "height": 1800})
+    try:
+        pg.goto(f"{server}/translate?text=Ein+Mann+f%C3%A4hrt+mit+dem+Fahrrad+die+Stra%C3%9Fe+entlang.",
+                wait_until="domcontentloaded")
+        pg.get_by_text("Attention: where the decoder looked").first.wait_for(timeout=120_000)
+        if projector:
+            pg.get_by_text("Projector mode (large fonts)").click()
+            wait_idle(pg)
+        pg.get_by_role("tab", name="Step by step").click()
+        pg.get_by_text("step 1/").first.wait_for(timeout=30_000)
+        pg.wait_for_timeout(800)
+        figure = pg.locator(".js-plotly-plot:has(.updatemenu-button)").first
+        figure.scroll_into_view_if_needed()
+        name = "projector" if projector else "normal"
+        pg.screenshot(path=str(SHOTS / f"steps-1440-{name}.png"))
+        figure.screenshot(path=str(SHOTS / f"steps-1440-{name}-figure.png"))
+        parts = figure.evaluate(_STEP_PARTS)
+        assert all(parts[k] for k in ("title", "plots", "buttons", "slider", "ticks")), parts
+        (_, top, _, bottom), = parts["figure"]
+        outside = [k for k in ("title", "buttons", "slider", "ticks", "axis_titles")
+                   for b in parts[k] if b[1] < top - 1 or b[3] > bottom + 1]
+        assert not outside, outside                                   # nothing cut off at the top or bottom
+        clashes = [(a, b) for a, b in _APART for x in parts[a] for y in parts[b] if _overlaps(x, y)]
+        assert not clashes, sorted(set(clashes))
+        assert_no_exception(pg, f"translate steps ({name})")
+    finally:
+        pg.close()

@@ -89,3 +89,57 @@ def test_line_chart_carries_the_data():
     spec = figures.line_chart(df, "length", "exact match", "model", "t", rule_x=1.5).to_dict()
     values = [v for d in spec["datasets"].values() for v in d]
     assert {"length": 2, "exact match": 0.5, "model": "m"} in values
+
+
+def test_one_font_helper_sizes_plotly_and_altair_alike():
+    df = pd.DataFrame({"step": [0, 1], "ratio": [1.0, 0.5], "strategy": ["a", "a"], "kind": ["decay", "decay"]})
+    config = figures.schedule_chart(df, font_size=20).to_dict()["config"]
+    assert config["axis"]["labelFontSize"] == config["legend"]["labelFontSize"] == 20
+    assert config["title"]["fontSize"] == figures.font_sizes(20)["title"] == 22
+    layout = json.loads(figures.alignment_heatmap(list("ab"), list("ba"), np.eye(2), font_size=20).to_json())["layout"]
+    assert layout["font"]["size"] == layout["xaxis"]["tickfont"]["size"] == 20
+    assert layout["title"]["font"]["size"] == 22
+    line = figures.line_chart(pd.DataFrame({"x": [1], "y": [1.0], "c": ["m"]}), "x", "y", "c", "t", font_size=20)
+    assert line.to_dict()["config"]["axis"]["titleFontSize"] == 20
+
+
+def test_teacher_forcing_charts_carry_their_frames():
+    order = ["constant 1", "linear decay"]
+    runs = pd.DataFrame({"arch": ["gru"] * 3, "strategy": ["constant 1", "linear decay", "linear decay"],
+                         "seed": [1, 1, 2], "name": ["a", "b", "c"], "value": [0.8, 0.4, None],
+                         "error": [None, None, "boom"]})
+    spec = figures.final_chart(runs, order, "exact match").to_dict()
+    values = [v for d in spec["datasets"].values() for v in d]
+    assert sorted(v["value"] for v in values) == [0.4, 0.8]              # the failed run is left out
+    assert spec["title"].startswith("Final exact match")
+    curves = pd.DataFrame({"arch": ["gru"] * 2, "strategy": order, "epoch": [1, 1], "val_loss": [0.5, 0.6],
+                           "metric": [0.7, 0.6], "train_loss": [1.0, 1.0], "tf_ratio": [1.0, 0.5]})
+    against, loss, metric = figures.curves_charts(curves, order, "exact match")
+    assert (against.to_dict()["encoding"]["x"]["field"], against.to_dict()["encoding"]["y"]["field"]) == \
+        ("val_loss", "metric")
+    assert loss.to_dict()["encoding"]["color"]["legend"] is None      # only the first chart has the legend
+    positions = pd.DataFrame({"strategy": order, "position": [1, 1], "accuracy": [1.0, 0.5], "min": [1.0, 0.4],
+                              "max": [1.0, 0.6]})
+    assert figures.position_chart(positions, order).to_dict()["encoding"]["y"]["field"] == "accuracy"
+    points = pd.DataFrame({"step": [1, 2], "value": [0.9, 0.8], "series": ["loss", "loss"]})
+    assert figures.lab_chart(points).to_dict()["title"] == "Live training"
+
+
+def test_step_figure_controls_sit_below_the_axes_at_every_font_size():
+    src = "ein mann fährt mit dem fahrrad die straße entlang .".split()
+    steps = [{"token": "a", "prob": 0.9, "topk": [["a", 0.9], ["man", 0.05]]},
+             {"token": "man", "prob": 0.8, "topk": [["man", 0.8], ["a", 0.1]]}]
+    bottoms = []
+    for size in (14, 20):
+        layout = json.loads(figures.step_figure(src, steps, np.full((2, len(src)), 0.1), font_size=size)
+                            .to_json())["layout"]
+        top, bottom = layout["margin"]["t"], layout["margin"]["b"]
+        plot_h = layout["height"] - top - bottom
+        menu, slider = layout["updatemenus"][0], layout["sliders"][0]
+        assert menu["yanchor"] == slider["yanchor"] == "top"
+        # in pixels below the plot: the tick labels first, then the buttons, then the slider, all inside the figure
+        menu_px, slider_px = -menu["y"] * plot_h, -slider["y"] * plot_h
+        assert 2.5 * size < menu_px < slider_px < bottom - 3 * size
+        assert layout["title"]["pad"]["t"] > 8                       # the two-line title is not cut off at the top
+        bottoms.append(bottom)
+    assert bottoms[1] > bottoms[0]                                   # larger fonts get more room

@@ -53,22 +53,6 @@ def test_padding_does_not_change_results(arch):
     assert torch.allclose(together[1], alone[0], atol=1e-5)
 
 
-@pytest.mark.parametrize("arch", ["lstm", "gru"])
-def test_teacher_forced_fast_path_equals_step_loop(arch):
-    model = tiny_model(arch)
-    assert model.decoder.teacher_forced is not None
-    src, lens = padded_batch([5, 4])
-    tgt = torch.randint(4, 19, (2, 6))
-    fast = model(src, lens, tgt, teacher_forcing=1.0)
-    fast_fn = model.decoder.teacher_forced
-    model.decoder.teacher_forced = None
-    try:
-        slow = model(src, lens, tgt, teacher_forcing=1.0)
-    finally:
-        model.decoder.teacher_forced = fast_fn
-    assert torch.allclose(fast, slow, atol=1e-5)
-
-
 def test_zero_ratio_feeds_predictions():
     """Ratio 0: each step's input is the previous argmax, not the gold token."""
     model = tiny_model("bahdanau")

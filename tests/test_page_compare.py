@@ -1,140 +1,18 @@
 """Compare page: pure tables, and the page through AppTest on a checkpoint folder made for the
-test (independent of what is being trained into checkpoints/).
-
-`build_lab_checkpoints` and the element helpers here are shared by test_page_home.py and
-test_page_beam.py."""
+test (independent of what is being trained into checkpoints/: `build_lab_checkpoints` in
+apptest_util.py)."""
 from __future__ import annotations
 
-import base64
 import json
 import math
-import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from seq2seq.checkpoint import save_checkpoint
 from seq2seq.report import TUTORIAL_REFERENCE
-from seq2seq.text import REVERSE_ALPHABET
-from seq2seq.vocab import SPECIALS, Vocab
 
-from apptest_util import open_page
-from conftest import tiny_model
-
-ROOT = Path(__file__).resolve().parents[1]
-APP = str(ROOT / "app.py")
-REAL_REVERSE = ROOT / "checkpoints" / "reverse-bahdanau"
-HTML_INPUT = "<b>x</b> **bold** [link](http://x) ![img](http://x/a.png)"
-
-GERMAN = ["ein", "mann", "fährt", "mit", "dem", "fahrrad", "die", "straße", "entlang", ".", "zwei", "hunde",
-          "spielen", "im", "schnee", "x"]
-ENGLISH = ["a", "man", "rides", "bike", "down", "the", "street", ".", "two", "dogs", "play", "in", "snow"]
-
-
-# ------------------------------------------------------------------ checkpoints for the tests
-def _card(name: str, task: str, tokenizer: str, metrics: dict, device: str = "cpu",
-          device_name: str = "x86_64", wall_seconds: float = 120.0) -> dict:
-    return {
-        "name": name, "task": task, "description": "made by the page tests",
-        "teacher_forcing": {"kind": "constant", "ratio": 1.0}, "metrics": metrics, "history": [],
-        "tokenizers": {"src": tokenizer, "tgt": tokenizer},
-        "provenance": {"device": device, "device_name": device_name, "torch_version": torch.__version__,
-                       "git_commit": "test", "trained_at": "2026-01-01T00:00:00+00:00",
-                       "wall_seconds": wall_seconds, "seed": 0, "data": "none"},
-    }
-
-
-def _tiny(out_dir: Path, arch: str, task: str, seed: int, metrics: dict, **card_kw) -> None:
-    """A random tiny model: fast to load and decode; it writes up to 8 tokens."""
-    if task == "translate":
-        src, tgt, tokenizer = Vocab([*SPECIALS, *GERMAN]), Vocab([*SPECIALS, *ENGLISH]), "spacy:de"
-    else:
-        src = tgt = Vocab.from_alphabet(REVERSE_ALPHABET)
-        tokenizer = "chars"
-    model = tiny_model(arch, seed=seed, src_vocab=len(src), tgt_vocab=len(tgt), max_src_len=12, max_out_len=8)
-    card = _card(out_dir.name, task, tokenizer, metrics, **card_kw)
-    if task == "translate":   # the tokenizers differ by language; the card names both
-        card["tokenizers"] = {"src": "spacy:de", "tgt": "spacy:en"}
-    save_checkpoint(out_dir, model, src, tgt, card)
-
-
-def build_lab_checkpoints(root: Path) -> Path:
-    """A checkpoint folder with every case the pages must handle:
-
-    reverse-bahdanau  the real trained model (a copy): reverses text correctly
-    reverse-gru       tiny, no attention (saliency)
-    reverse-luong     a copy of reverse-bahdanau with corrupted weights (fails on load)
-    translate-bahdanau, translate-lstm   tiny, random weights, spaCy tokenizers
-    translate-luong   card.json is not JSON (unreadable card)"""
-    root.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(REAL_REVERSE, root / "reverse-bahdanau")
-    _tiny(root / "reverse-gru", "gru", "reverse", 1,
-          {"exact_match_1_10": 0.5, "exact_match_1_20": 0.25, "exact_match_21_30": 0.0})
-    broken = root / "reverse-luong"
-    shutil.copytree(REAL_REVERSE, broken)
-    card = json.loads((broken / "card.json").read_text())
-    card["name"] = "reverse-luong"
-    (broken / "card.json").write_text(json.dumps(card))
-    weights = bytearray((broken / "model.safetensors").read_bytes())
-    weights[-100:] = bytes(100)                       # same size, different bytes: sha256 mismatch
-    (broken / "model.safetensors").write_bytes(bytes(weights))
-    _tiny(root / "translate-bahdanau", "bahdanau", "translate", 2,
-          {"test2016": {"bleu": 30.1, "sacrebleu": 28.4, "ppl": 20.5, "decoding": {"beam": 5}}},
-          device="cuda", device_name="NVIDIA H100 80GB HBM3", wall_seconds=600.0)
-    _tiny(root / "translate-lstm", "lstm", "translate", 3,
-          {"test2016": {"bleu": 14.0, "sacrebleu": 13.0, "ppl": 40.0, "decoding": {"beam": 1}}})
-    (root / "translate-luong").mkdir()
-    (root / "translate-luong" / "card.json").write_text("{not json")
-    return root
-
-
-# ------------------------------------------------------------------ AppTest helpers
-def walk(node):
-    """Every element under `node` (columns and containers included), depth first."""
-    children = getattr(node, "children", None)
-    if not isinstance(children, dict):
-        return
-    for child in children.values():
-        yield child
-        yield from walk(child)
-
-
-def elements(at, kind: str) -> list:
-    return [e for e in walk(at.main) if e.type == kind]
-
-
-def plotly_specs(at) -> list[dict]:
-    return [json.loads(e.proto.spec) for e in elements(at, "plotly_chart")]
-
-
-def plotly_array(value) -> np.ndarray:
-    """A Plotly JSON array: a list, or typed binary {dtype, bdata, shape} (Plotly ≥ 6)."""
-    if isinstance(value, dict) and "bdata" in value:
-        arr = np.frombuffer(base64.b64decode(value["bdata"]), dtype=value["dtype"])
-        shape = value.get("shape")
-        if shape:
-            arr = arr.reshape([int(n) for n in str(shape).split(",")])
-        return arr
-    return np.array(value, dtype=float)
-
-
-def texts(at, kind: str) -> list[str]:
-    return [e.value for e in elements(at, kind)]
-
-
-def url(at) -> dict:
-    """The page's query parameters as a plain dict."""
-    return {k: at.query_params[k] for k in at.query_params}
-
-
-def no_user_markup(at, spec_texts: list[str]) -> None:
-    """User text never reaches a Markdown element or raw into a Plotly figure."""
-    for md in texts(at, "markdown") + texts(at, "caption") + texts(at, "subheader"):
-        assert "**bold**" not in md and "[link]" not in md and "<b>x</b>" not in md
-    for spec in spec_texts:
-        assert "<b>x</b>" not in spec and "<b>x" not in spec
+from apptest_util import (APP, HTML_INPUT, elements, no_user_markup, open_page, plotly_array, plotly_specs, texts,
+                          url, walk)
 
 
 # ------------------------------------------------------------------ pure functions
@@ -278,7 +156,7 @@ def test_input_survives_a_page_switch(compare_app):
     at.switch_page("pages/compare.py").run()
     assert at.radio(key="compare.task").value == "reverse"
     assert at.text_area(key="compare.text.reverse").value == "abc 123"
-    assert [e.value for e in elements(at, "code")][0] == "321 cba"
+    assert [e.value for e in elements(at.main, "code")][0] == "321 cba"
 
 
 def test_url_opens_on_its_task_and_text(lab_root):
@@ -291,7 +169,7 @@ def test_url_opens_on_its_task_and_text(lab_root):
     at.switch_page("pages/compare.py").run()
     assert at.radio(key="compare.task").value == "reverse"
     assert at.text_area(key="compare.text.reverse").value == "xyz"
-    assert "zyx" in [e.value for e in elements(at, "code")]
+    assert "zyx" in [e.value for e in elements(at.main, "code")]
 
 
 def test_a_bad_url_falls_back_to_the_defaults(lab_root):

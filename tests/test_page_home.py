@@ -5,9 +5,11 @@ import math
 
 import pytest
 
-from app_support.home_view import MODEL_COLUMNS, PAGE_LINKS, models_frame, task_table, trained_on
+from app_support.cards import trained_on
+from app_support.constants import PAGES
+from app_support.home_view import MODEL_COLUMNS, models_frame, task_table
 
-from test_page_compare import APP, build_lab_checkpoints, elements
+from apptest_util import APP, build_lab_checkpoints, elements
 
 TRANSLATE_CARD = {
     "name": "translate-bahdanau", "task": "translate", "arch": "bahdanau", "params": 20_518_917,
@@ -71,10 +73,12 @@ def test_home_page_lists_the_models_links_every_page_and_names_the_broken_card(t
     monkeypatch.setenv("ATTENTION_LAB_CHECKPOINTS", str(build_lab_checkpoints(tmp_path / "checkpoints")))
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception
-    links = [(e.proto.page, e.proto.label) for e in elements(at, "page_link")]
-    assert [label for _, label in links] == [label for _, label, _, _ in PAGE_LINKS]
-    # each link resolved to a page registered in app.py (by its URL path)
-    assert [page for page, _ in links] == ["translate", "reverse", "compare", "teacher_forcing", "beam_search"]
+    links = [(e.proto.page, e.proto.label, e.proto.icon) for e in elements(at.main, "page_link")]
+    assert [label for _, label, _ in links] == [p.title for p in PAGES[1:]]     # every page but Home itself
+    # each link resolved to a page registered in app.py (by its URL path), with its Material icon
+    assert [page for page, _, _ in links] == [p.url_path for p in PAGES[1:]]
+    assert [page for page, _, _ in links][:5] == ["translate", "reverse", "compare", "teacher_forcing", "beam_search"]
+    assert all(icon.startswith(":material/") for _, _, icon in links)
     translate, reverse = (t.value.set_index("model") for t in at.dataframe)
     assert sorted(translate.index) == ["translate-bahdanau", "translate-lstm"]
     assert sorted(reverse.index) == ["reverse-bahdanau", "reverse-gru", "reverse-luong"]
@@ -93,4 +97,4 @@ def test_home_page_with_no_checkpoints_says_so(tmp_path, monkeypatch):
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception
     assert any("No readable checkpoints" in e.value for e in at.info)
-    assert len(elements(at, "page_link")) == len(PAGE_LINKS)
+    assert len(elements(at.main, "page_link")) == len(PAGES) - 1

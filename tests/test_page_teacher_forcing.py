@@ -8,7 +8,8 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from seq2seq.exposure import replay, replay_rows
+from seq2seq.errors import InputError
+from seq2seq.exposure import replay, replay_rows, replay_text
 from seq2seq.schedules import teacher_forcing_ratio
 from seq2seq.sweep import decay_setting, write_results
 from seq2seq.translate import Translator
@@ -114,6 +115,20 @@ def test_replay_feeds_gold_when_teacher_forced_and_own_tokens_when_free():
     assert len(rows) == 6 and rows[3]["note"] == "free-running diverges here"
     assert [row["forced ok"] for row in rows] == [True, True, True, False, True, None]
     assert [row["free ok"] for row in rows] == [True, True, True, False, False, False]
+
+
+def test_replay_text_builds_the_gold_output_from_the_input_or_the_reference():
+    tr = Translator.load(REVERSE_CK)
+    source, r = replay_text(tr, "abc 12")
+    assert source.tokens == list("abc 12")
+    assert r.gold == list("21 cba") + ["<eos>"]                     # reversal: the reversed input
+    assert r == replay(tr.model, source.ids, list(reversed(source.ids)), tr.ckpt.tgt_vocab.itos)
+    _, with_ref = replay_text(tr, "abc", reference="cba")           # a reference is tokenized as targets are
+    assert with_ref.gold == ["c", "b", "a", "<eos>"]
+    with pytest.raises(InputError, match="reference"):
+        replay_text(tr, "abc", reference="   ")
+    with pytest.raises(InputError):
+        replay_text(tr, "   ")
 
 
 def test_schedules_chart_values_and_adjustable_decays(no_sweeps):

@@ -8,11 +8,13 @@ times the GRU, projection and attention weights). The product is float32 either 
 only the order of the additions differs (about 1e-6 relative), and a row's result does
 not depend on the other rows of the batch.
 
-Used only where no gradient is being recorded (decoding); training and anything under
-autograd keep the standard ops."""
+Used only inside a model's inference mode (`Seq2Seq.inference()`, which the caller asks
+for: eval mode, no autograd); training and anything else keep the standard ops."""
 from __future__ import annotations
 
+import contextvars
 import functools
+import itertools
 
 import torch
 import torch.nn.functional as F
@@ -41,22 +43,47 @@ def weight_key(weight: torch.Tensor) -> tuple:
     return weight.data_ptr(), version, tuple(weight.shape), weight.dtype, weight.device
 
 
+class InferenceSwitch:
+    """Whether a model is inside its inference mode, per thread and per async context (a
+    ContextVar): one visitor's decoding turns on no fast path in another thread computing
+    gradients on the same shared model. One switch per model; every part reads it."""
+
+    _ids = itertools.count()
+
+    def __init__(self):
+        self._var = contextvars.ContextVar(f"seq2seq-inference-{next(self._ids)}", default=False)
+
+    def active(self) -> bool:
+        return self._var.get()
+
+    def enter(self):
+        return self._var.set(True)
+
+    def exit(self, token) -> None:
+        self._var.reset(token)
+
+    def __deepcopy__(self, memo):            # a copied model gets its own switch, off
+        return InferenceSwitch()
+
+
 class PackedLinears:
     """A module's cache of oneDNN-packed weights, and the linear that uses them.
 
-    `enabled` switches the module back to F.linear (the benchmark's tutorial loop runs
-    the plain ops). A packed copy is rebuilt when its weight changes: the optimizer
-    updates weights in place, which bumps their version counter."""
+    The packed path runs only while `mode` (the model's InferenceSwitch) is active; the
+    model hands its switch to every part when it is built. A packed copy is rebuilt when
+    its weight changes: the optimizer updates weights in place, which bumps their
+    version counter."""
 
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled
+    def __init__(self, mode: InferenceSwitch | None = None):
+        self.mode = mode or InferenceSwitch()
         self._packed: dict[int, tuple] = {}
 
     def __deepcopy__(self, memo):            # packed copies belong to the original's weights
-        return PackedLinears(self.enabled)
+        import copy
+        return PackedLinears(copy.deepcopy(self.mode, memo))
 
     def applies(self, x: torch.Tensor) -> bool:
-        return (self.enabled and not torch.is_grad_enabled() and x.device.type == "cpu"
+        return (self.mode.active() and x.device.type == "cpu"
                 and x.dtype == torch.float32 and onednn_linear_available())
 
     def linear(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -88,8 +115,8 @@ def gru_update(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Ten
 def tanh_via_sigmoid(x: torch.Tensor) -> torch.Tensor:
     """tanh(x) = 2 sigmoid(2x) - 1 (within 2e-7 of torch.tanh). On the CPU, torch.tanh is
     several times slower than torch.sigmoid (0.69 against 0.07 ms for 640k values here).
-    Without autograd the chain runs in place on x, which must be a fresh tensor."""
-    if torch.is_grad_enabled() and x.requires_grad:
+    When x needs no gradient the chain runs in place on x, which must be a fresh tensor."""
+    if x.requires_grad:
         return 2 * torch.sigmoid(2 * x) - 1
     return x.mul_(2).sigmoid_().mul_(2).sub_(1)
 

@@ -70,7 +70,6 @@ class OutputLayer(nn.Module):
             self.proj = nn.Linear(in_dim, vocab_size)
         self.kernels = PackedLinears()            # float32 products through oneDNN (kernels.py)
         self._bf16_cache = None                   # (weight version key, bf16 weight, max row norm)
-        self.fast_argmax: bool | None = None      # argmax's default path; None: chosen per call
 
     def final_operands(self, x):
         """The last matmul's operands: logits = h @ weight.T (+ bias)."""
@@ -97,14 +96,14 @@ class OutputLayer(nn.Module):
     @torch.no_grad()
     def argmax(self, x: torch.Tensor, exclude: tuple[int, ...], fast: bool | None = None) -> torch.Tensor:
         """[B, in] features -> [B] ids of the float32 argmax logit, `exclude` ids never
-        chosen. fast=None: self.fast_argmax, or when that is None too, the bf16 path on
-        CPUs with native bf16 for FAST_MIN_ROWS rows or more (see the module doc)."""
+        chosen. The one greedy choice of every decoding path (greedy_choice below for
+        logits already computed). fast=None: the bf16 path inside the model's inference
+        mode, on CPUs with native bf16, for FAST_MIN_ROWS rows or more (see the module
+        doc); fast=True/False forces a path (tests)."""
         h, weight, bias = self.final_operands(x)
         h = h.float()
         if fast is None:
-            fast = self.fast_argmax
-        if fast is None:
-            fast = (h.device.type == "cpu" and weight.dtype == torch.float32
+            fast = (self.kernels.mode.active() and h.device.type == "cpu" and weight.dtype == torch.float32
                     and h.size(0) >= self.FAST_MIN_ROWS and cpu_has_native_bf16())
         V = weight.size(0)
         exclude = torch.tensor(exclude, dtype=torch.long, device=h.device)
@@ -150,6 +149,12 @@ class OutputLayer(nn.Module):
         return chosen
 
     def _exact_argmax(self, h, weight, bias, exclude):
-        logits = self.kernels.linear(h, weight, bias)                               # [B, V]
-        logits.index_fill_(1, exclude, float("-inf"))
-        return logits.argmax(-1)
+        return greedy_choice(self.kernels.linear(h, weight, bias), exclude)        # [B, V] -> [B]
+
+
+def greedy_choice(logits: torch.Tensor, exclude) -> torch.Tensor:
+    """[B, V] logits -> [B] argmax ids, never an id of `exclude` (ties: the lowest id).
+    Writes -inf into those columns of `logits`, which must be a fresh tensor."""
+    exclude = torch.as_tensor(exclude, dtype=torch.long, device=logits.device)
+    logits.index_fill_(-1, exclude, float("-inf"))
+    return logits.argmax(-1)

@@ -1,6 +1,9 @@
 """The one Seq2Seq interface shared by every architecture."""
 from __future__ import annotations
 
+import contextlib
+import functools
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -8,6 +11,7 @@ import torch.nn.functional as F
 from ..config import ModelConfig
 from .decoder import DECODERS, Memory, State
 from .encoder import RNNEncoder
+from .kernels import InferenceSwitch
 
 # arch -> (encoder cell, bidirectional encoder)
 ENCODERS = {"lstm": ("lstm", False), "gru": ("gru", False),
@@ -28,16 +32,32 @@ class Seq2Seq(nn.Module):
                                   cfg.n_layers, cfg.dropout, bidirectional, cfg.pad_id)
         self.decoder = DECODERS[cfg.arch](cfg, self.encoder.out_dim)
 
-    @property
-    def fast_kernels(self) -> bool:
-        """Decoding matmuls through oneDNN with packed weights (models/kernels.py)."""
-        return all(m.kernels.enabled for m in self.modules() if hasattr(m, "kernels"))
-
-    @fast_kernels.setter
-    def fast_kernels(self, enabled: bool) -> None:
+        # one inference switch for every part (models/kernels.py); off until inference()
+        self.inference_switch = InferenceSwitch()
         for m in self.modules():
             if hasattr(m, "kernels"):
-                m.kernels.enabled = enabled
+                m.kernels.mode = self.inference_switch
+
+    @contextlib.contextmanager
+    def inference(self):
+        """The fast CPU inference path, for decoding and evaluation: oneDNN matmuls with
+        packed weights, the masked GRU encoder, the bf16-scored exact argmax (models/
+        kernels.py, output.py), inside torch.inference_mode. The caller asks for it; it
+        requires eval mode, since that path has no dropout. Outside it every op is
+        PyTorch's standard one. Per thread: another thread's calls are not affected."""
+        if self.training:
+            raise RuntimeError("Seq2Seq.inference() needs eval mode (the fast path has no dropout): "
+                               "call model.eval() first")
+        token = self.inference_switch.enter()
+        try:
+            with torch.inference_mode():
+                yield self
+        finally:
+            self.inference_switch.exit(token)
+
+    @property
+    def in_inference(self) -> bool:
+        return self.inference_switch.active()
 
     @property
     def has_attention(self) -> bool:
@@ -129,6 +149,19 @@ class TrainingLoss(nn.Module):
 
     def forward(self, src, src_lens, tgt, **kwargs):
         return self.model.loss(src, src_lens, tgt, **kwargs)
+
+
+def inference_path(fn):
+    """Decorator for a decoding function whose first argument is the model: it runs without
+    autograd, on the fast inference path when its caller is inside `model.inference()`,
+    on PyTorch's standard ops otherwise (the plain path the parity tests compare with)."""
+    @functools.wraps(fn)
+    def run(model: Seq2Seq, *args, **kwargs):
+        if model.in_inference:
+            return fn(model, *args, **kwargs)
+        with torch.inference_mode():
+            return fn(model, *args, **kwargs)
+    return run
 
 
 def build_model(cfg: ModelConfig) -> Seq2Seq:

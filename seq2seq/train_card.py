@@ -1,0 +1,118 @@
+"""The card of a training run: final metrics with the best weights, the recorded sample,
+and honest provenance (device, CPU model and threads, wall seconds, epochs run, why it
+stopped). `make_card` returns the descriptive fields; checkpoint.save_checkpoint adds the
+rest and writes the typed Card (card.py)."""
+from __future__ import annotations
+
+import datetime as dt
+import platform
+from pathlib import Path
+
+import torch
+
+from .checkpoint import device_provenance, git_commit
+from .config import ModelConfig, TrainConfig
+from .evaluate import evaluate_reversal, evaluate_translation, mean_over
+from .presets import EVAL_SEED
+from .schedules import COIN_DOC, describe
+from .task_data import SAMPLE_INPUT, TaskData
+
+REVERSAL_CARD_LENGTHS = range(1, 61)    # every reversal card records exact match by length 1-60
+REVERSAL_CARD_N = 200                   # fresh sequences per length
+
+
+def cpu_model_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (platform.processor() is often just x86_64)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def training_provenance(device: torch.device, cfg: TrainConfig, wall: float, data: TaskData) -> dict:
+    from .models.output import cpu_has_native_bf16
+    prov = {**device_provenance(device), "torch_version": torch.__version__, "git_commit": git_commit(),
+            "trained_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "wall_seconds": round(wall, 1), "seed": cfg.seed, "data": data.data_note}
+    if device.type == "cpu":
+        prov.update(cpu_model=cpu_model_name(), cpu_native_bf16=cpu_has_native_bf16(),
+                    cpu_threads=torch.get_num_threads())
+    return prov
+
+
+def teacher_forcing_entry(cfg: TrainConfig) -> dict:
+    return {**cfg.teacher_forcing.to_dict(), "description": describe(cfg.teacher_forcing), "coin": COIN_DOC}
+
+
+def snapshot_base_card(model_cfg: ModelConfig, cfg: TrainConfig, data: TaskData, device, name: str) -> dict:
+    """The card fields every snapshot of this run shares."""
+    return {"name": name, "task": cfg.task, "description": f"{model_cfg.arch} snapshot during training",
+            "train_config": cfg.to_dict(), "tokenizers": data.tokenizers, "teacher_forcing": teacher_forcing_entry(cfg),
+            "provenance": training_provenance(device, cfg, 0.0, data)}
+
+
+def translation_metrics(model, cfg: TrainConfig, data: TaskData, device) -> dict:
+    """BLEU, sacreBLEU and PPL on val and test 2016, greedy and beam cfg.eval_beam; the
+    decoding is chosen on validation BLEU, then reported on both splits."""
+    metrics = {}
+    for split in ("val", "test2016"):
+        t = data.val_text[split]
+        metrics[split] = {beam: evaluate_translation(model, data.src_vocab, data.tgt_vocab, t["de"], t["en"],
+                                                     t["en_raw"], device, beam=beam)
+                          for beam in sorted({1, cfg.eval_beam})}
+    chosen = max(metrics["val"], key=lambda b: metrics["val"][b]["bleu"])
+    return {split: {**runs[chosen], "chosen_on": "val bleu",
+                    "by_decoding": {f"beam{b}": {k: r[k] for k in ("bleu", "sacrebleu", "decode_seconds")}
+                                    for b, r in runs.items()}}
+            for split, runs in metrics.items()}
+
+
+def reversal_metrics(model, data: TaskData, history: list, device) -> dict:
+    rev = evaluate_reversal(model, data.src_vocab, REVERSAL_CARD_LENGTHS, REVERSAL_CARD_N, EVAL_SEED, device, beam=1)
+    em = rev["exact_match_by_length"]
+    return {"val": {"exact_match": max((h["val_exact_match"] for h in history), default=None),
+                    "ppl": min((h["val_ppl"] for h in history), default=None)},
+            "reversal": rev, "exact_match_1_10": mean_over(em, 1, 10), "exact_match_1_20": mean_over(em, 1, 20),
+            "exact_match_21_30": mean_over(em, 21, 30), "exact_match_1_40": mean_over(em, 1, 40),
+            "exact_match_41_60": mean_over(em, 41, 60)}
+
+
+def make_card(model, model_cfg: ModelConfig, cfg: TrainConfig, data: TaskData, device, history, wall, name, stopped,
+              final_eval: bool = True, world_size: int = 1, backend: str | None = None) -> dict:
+    """Final metrics with the best weights, and everything the card records."""
+    if not final_eval:
+        metrics = {}
+    elif cfg.task == "translate":
+        metrics = translation_metrics(model, cfg, data, device)
+    else:
+        metrics = reversal_metrics(model, data, history, device)
+    from .checkpoint import LoadedCheckpoint
+    from .translate import Translator
+    sample_in = SAMPLE_INPUT[cfg.task]
+    tr = Translator(LoadedCheckpoint(Path("."), {"tokenizers": data.tokenizers, "name": name, "task": cfg.task},
+                                     model, data.src_vocab, data.tgt_vocab))
+    sample = tr.translate(sample_in, beam=1)
+    tokens_per_s = [h["tokens_per_s"] for h in history]
+    stopped = stopped or "completed all epochs"
+    return {
+        "name": name, "task": cfg.task,
+        "description": f"{model_cfg.arch} encoder-decoder, {cfg.task} task",
+        "train_config": cfg.to_dict(),
+        "teacher_forcing": teacher_forcing_entry(cfg),
+        "tokenizers": data.tokenizers,
+        "metrics": metrics,
+        "history": history,
+        "stopped": stopped,
+        "sample": {"input": sample_in, "beam": 1, "output": sample.text, "output_tokens": sample.output_tokens},
+        "provenance": {**training_provenance(device, cfg, wall, data), "epochs_run": len(history), "stopped": stopped,
+                       "mixed_precision": "bf16" if (cfg.amp and device.type == "cuda") else "none",
+                       "mean_tokens_per_s": round(sum(tokens_per_s) / len(tokens_per_s), 1) if tokens_per_s else None,
+                       # processes that trained it (torchrun); tokens_per_s counts them all
+                       "world_size": world_size,
+                       **({"distributed_backend": backend, "batch_size_per_process": cfg.batch_size}
+                          if world_size > 1 else {})},
+    }

@@ -1,0 +1,107 @@
+"""Training's fast path (Seq2Seq.loss, fast=True) against the plain step loop (fast=False):
+the same loss and the same gradients for every architecture, tied and untied, at
+teacher-forcing ratios 1.0, 0.5 and 0 with a fixed coin sequence; and a short seeded
+training run's history on both paths. No timing here: speed is the benchmark's."""
+import pytest
+import torch
+
+from seq2seq.config import ModelConfig, TeacherForcingConfig, TrainConfig
+from seq2seq.models import Seq2Seq, build_model
+from seq2seq.task_data import load_task_data
+from seq2seq.trainer import train
+
+from conftest import padded_batch, tiny_config
+
+LOSS_TOL = 1e-5      # float32: the paths add in different orders (about 1e-7 relative)
+GRAD_TOL = 1e-5
+
+
+def batch(seed=0, vocab=19):
+    src, lens = padded_batch([7, 3, 5, 7, 1, 6], seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    tgt = torch.randint(4, vocab, (6, 9), generator=g)
+    tgt[:, 0] = 2                       # <sos>
+    tgt[2, 5], tgt[2, 6:] = 3, 0        # one shorter target: <eos>, then padding
+    tgt[4, 3], tgt[4, 4:] = 3, 0
+    return src, lens, tgt
+
+
+def loss_and_grads(model: Seq2Seq, coins, fast: bool, label_smoothing=0.1):
+    model.zero_grad(set_to_none=True)
+    src, lens, tgt = batch()
+    loss, n = model.loss(src, lens, tgt, coins=coins, fast=fast, label_smoothing=label_smoothing)
+    loss.backward()
+    return loss.item(), n, {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("tied", [False, True])
+@pytest.mark.parametrize("ratio", [1.0, 0.5, 0.0])
+def test_fast_path_gives_the_plain_loss_and_gradients(arch, tied, ratio):
+    torch.manual_seed(0)
+    model = build_model(tiny_config(arch, tie_embeddings=tied, n_layers=2 if arch == "lstm" else 1)).train()
+    torch.manual_seed(5)
+    coins = Seq2Seq.draw_coins(batch()[2], ratio)        # one fixed coin sequence for both paths
+    plain_loss, plain_n, plain_grads = loss_and_grads(model, coins, fast=False)
+    fast_loss, fast_n, fast_grads = loss_and_grads(model, coins, fast=True)
+    assert fast_n == plain_n == int((batch()[2][:, 1:] != 0).sum())
+    assert abs(fast_loss - plain_loss) <= LOSS_TOL
+    assert set(fast_grads) == set(plain_grads)
+    for name, g in plain_grads.items():
+        assert torch.allclose(fast_grads[name], g, atol=GRAD_TOL, rtol=1e-4), name
+
+
+def test_two_layer_gru_and_attention_also_match():
+    # several decoder layers take the unsplit input projection path
+    for arch in ("gru", "bahdanau", "luong"):
+        torch.manual_seed(0)
+        model = build_model(tiny_config(arch, n_layers=2)).train()
+        coins = Seq2Seq.draw_coins(batch()[2], 0.5)
+        a, _, ga = loss_and_grads(model, coins, fast=False)
+        b, _, gb = loss_and_grads(model, coins, fast=True)
+        assert abs(a - b) <= LOSS_TOL
+        assert all(torch.allclose(ga[k], gb[k], atol=GRAD_TOL, rtol=1e-4) for k in ga)
+
+
+def test_coins_are_per_token_and_per_sequence():
+    torch.manual_seed(0)
+    tgt = torch.zeros(64, 30, dtype=torch.long)
+    coins = Seq2Seq.draw_coins(tgt, 0.5)
+    assert coins.shape == (64, 29)
+    assert bool(coins[:, 0].all())                         # the <sos> step is always fed <sos>
+    rest = coins[:, 1:].float()
+    assert 0.4 < rest.mean().item() < 0.6
+    # coins differ along both the batch and the time axis (not one coin per step or per sequence)
+    assert rest.std(0).mean() > 0.3 and rest.std(1).mean() > 0.3
+    assert Seq2Seq.draw_coins(tgt, 1.0) is None
+    assert not bool(Seq2Seq.draw_coins(tgt, 0.0)[:, 1:].any())
+
+
+def test_ratio_zero_feeds_the_models_own_argmax_on_the_fast_path_too():
+    """With every coin tails the gold inputs after <sos> must not matter."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config("bahdanau")).train()
+    src, lens, tgt = batch()
+    other = tgt.clone()
+    other[:, 1:-1][other[:, 1:-1] > 3] = 4 + (other[:, 1:-1][other[:, 1:-1] > 3] + 3) % 15
+    coins = Seq2Seq.draw_coins(tgt, 0.0)
+    la = model.decoder.train_features(tgt[:, :-1], *reversed(model.encode(src, lens)), coins)
+    lb = model.decoder.train_features(other[:, :-1], *reversed(model.encode(src, lens)), coins)
+    assert torch.equal(la[:, :1], lb[:, :1])                # step 0 sees <sos> only
+    assert torch.allclose(la, lb)                            # later steps: predictions, not gold
+
+
+@pytest.mark.parametrize("arch", ["gru", "luong"])
+def test_a_short_seeded_training_run_has_the_same_history_on_both_paths(arch):
+    histories = []
+    for fast in (True, False):
+        cfg = TrainConfig(task="reverse", epochs=2, batch_size=32, lr=3e-3, patience=0, seed=3,
+                          reverse_max_len=6, reverse_train_size=256, reverse_val_size=64, fast_path=fast,
+                          teacher_forcing=TeacherForcingConfig(kind="constant", ratio=0.5))
+        model_cfg = ModelConfig(arch=arch, emb_dim=8, hidden_dim=16, attn_dim=8, dropout=0.0)
+        data = load_task_data(cfg, None, None)
+        _, card = train(model_cfg, cfg, None, data, torch.device("cpu"), progress=False, final_eval=False)
+        histories.append(card["history"])
+    for fast_row, plain_row in zip(*histories):
+        assert abs(fast_row["train_loss"] - plain_row["train_loss"]) <= 1e-3
+        assert abs(fast_row["val_loss"] - plain_row["val_loss"]) <= 1e-3
+        assert fast_row["tf_ratio"] == plain_row["tf_ratio"]
