@@ -82,6 +82,41 @@ def translate_cached(path: str, text: str, beam: int = 1, topk: int = 5, return_
                                prefix or "")
 
 
+# ------------------------------------------------------------------ training snapshots (cached)
+@st.cache_resource(show_spinner="Loading a training snapshot…", max_entries=16)
+def _load_snapshot_translator(ckpt_path: str, index: int, mtime: float):
+    from seq2seq.translate import load_translator
+
+    return load_translator(ckpt_path, snapshot=index)
+
+
+def snapshot_path(ckpt_path: str | Path, index: int) -> Path:
+    from seq2seq.snapshots import snapshot_root
+
+    return snapshot_root(ckpt_path) / f"{int(index):02d}"
+
+
+def get_snapshot_translator(ckpt_path: str | Path, index: int):
+    """The cached Translator of snapshot NN of a checkpoint (read-only, like every cached model;
+    reloaded only if its card changes). At most 16 stay loaded: their decodes are cached apart."""
+    card = snapshot_path(ckpt_path, index) / "card.json"
+    mtime = card.stat().st_mtime if card.exists() else 0.0
+    return _load_snapshot_translator(str(ckpt_path), int(index), mtime)
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _cached_snapshot_translation(ckpt_path: str, index: int, card_mtime: float, text: str, beam: int, topk: int):
+    return get_snapshot_translator(ckpt_path, index).translate(text, beam=beam, topk=topk)
+
+
+def snapshot_translate_cached(ckpt_path: str | Path, index: int, text: str, beam: int = 1, topk: int = 5):
+    """Snapshot NN's translator.translate, remembered per (snapshot, input, settings)."""
+    get_snapshot_translator(ckpt_path, index)                 # loads (and verifies) outside the data cache
+    card = snapshot_path(ckpt_path, index) / "card.json"
+    mtime = card.stat().st_mtime if card.exists() else 0.0
+    return _cached_snapshot_translation(str(ckpt_path), int(index), mtime, text, int(beam), int(topk))
+
+
 # ------------------------------------------------------------------ persistent state
 def _keep(key: str) -> str:
     return f"keep:{key}"
@@ -137,9 +172,34 @@ def sidebar_settings() -> dict:
         projector = st.toggle("Projector mode (large fonts)", key="projector", on_change=save_state, args=("projector",))
         init_state("topk", 5, cast=int)
         topk = st.slider("Candidates shown per step", 1, 10, key="topk", on_change=save_state, args=("topk",))
+        init_state("palette", "default", valid=lambda v: v in PALETTE_CHOICES)
+        palette = st.selectbox("Heatmap colours", PALETTE_CHOICES, key="palette", on_change=save_state,
+                               args=("palette",), format_func=PALETTE_LABELS.get,
+                               help="viridis and cividis stay readable with red-green colour blindness.")
+        init_state("image_format", "png", valid=lambda v: v in ("png", "svg"))
+        image_format = st.radio("Figure download (camera button)", ("png", "svg"), key="image_format",
+                                on_change=save_state, args=("image_format",), format_func=str.upper, horizontal=True,
+                                help="What the camera button above each chart saves: PNG (a picture) or SVG "
+                                     "(a vector drawing, sharp at any size, for slides and print).")
     if projector:
         st.html("<style>html, body, [class*='st-'] {font-size: 1.25rem;} code {font-size: 1.3rem !important;}</style>")
-    return {"font_size": 20 if projector else 14, "topk": topk, "projector": projector}
+    return {"font_size": 20 if projector else 14, "topk": topk, "projector": projector, "palette": palette,
+            "image_format": image_format, "plotly_config": plotly_config(image_format)}
+
+
+PALETTE_CHOICES = ("default", "viridis", "cividis")
+PALETTE_LABELS = {"default": "default (blues / oranges)", "viridis": "viridis (colour-blind safe)",
+                  "cividis": "cividis (colour-blind safe)"}
+
+
+def plotly_config(image_format: str = "png") -> dict:
+    """st.plotly_chart's config with the camera button saving `image_format` (png or svg)."""
+    from .constants import PLOTLY_CONFIG
+
+    options = dict(PLOTLY_CONFIG["toImageButtonOptions"], format=image_format)
+    if image_format == "svg":
+        options.pop("scale", None)          # a vector drawing has no pixel scale
+    return dict(PLOTLY_CONFIG, toImageButtonOptions=options)
 
 
 # ------------------------------------------------------------------ errors

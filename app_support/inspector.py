@@ -10,7 +10,9 @@ from seq2seq.alignment import diagonality, row_entropy
 
 from .common import (decode_for_page, init_state, model_entries, model_label, save_state, set_url, sidebar_settings,
                      text_with_examples)
-from .constants import EXAMPLES, PLOTLY_CONFIG, default_model
+from .constants import EXAMPLES, default_model
+from .step_view import init_step, render_attribution_tab, render_step_tab
+from .training_view import render_training_tab
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -75,14 +77,17 @@ def render_inspector(task: str) -> None:
         st.info("This architecture has no attention. The heatmap shows gradient saliency instead: how much each "
                 "source token moved the score of each output token. It is not attention.")
 
-    tab_names = ["Alignment heatmap", "Step by step"] + (["Where models break"] if task == "reverse" else [])
+    config, scale = settings["plotly_config"], figures.palette_scale(settings["palette"])
+    step = init_step(task, len(result.steps))
+    tab_names = (["Alignment heatmap", "Step by step", "Inside one step", "Attention vs attribution",
+                  "During training"] + (["Where models break"] if task == "reverse" else []))
     tabs = st.tabs(tab_names)
     with tabs[0]:
         fig = figures.alignment_heatmap(result.source.tokens, result.output_tokens, result.alignment,
                                         kind=result.alignment_kind, source_unknown=result.source.unknown,
                                         forced_rows=forced, ideal_antidiagonal=(task == "reverse"),
-                                        font_size=settings["font_size"])
-        st.plotly_chart(fig, config=PLOTLY_CONFIG, key=f"{task}.heatmap")
+                                        font_size=settings["font_size"], colorscale=scale)
+        st.plotly_chart(fig, config=config, key=f"{task}.heatmap")
         st.download_button("Download the alignment matrix (CSV)",
                            figures.alignment_csv(result.source.tokens, result.output_tokens, result.alignment),
                            file_name=f"{entry['name']}-alignment.csv", mime="text/csv", key=f"{task}.csv")
@@ -103,9 +108,16 @@ def render_inspector(task: str) -> None:
         step_fig = figures.step_figure(result.source.tokens, result.steps, result.step_alignment,
                                        kind=result.alignment_kind, source_unknown=result.source.unknown,
                                        forced_rows=forced, font_size=settings["font_size"])
-        st.plotly_chart(step_fig, config=PLOTLY_CONFIG, key=f"{task}.steps")
+        figures.step_figure_at(step_fig, step - 1)     # opens on the step chosen in "Inside one step"
+        st.plotly_chart(step_fig, config=config, key=f"{task}.steps")
+    with tabs[2]:
+        render_step_tab(task, translator, result, settings)
+    with tabs[3]:
+        render_attribution_tab(task, entry, translator, result, text, settings)
+    with tabs[4]:
+        render_training_tab(task, entry, text, beam, settings)
     if task == "reverse":
-        with tabs[2]:
+        with tabs[5]:
             df = exact_match_frame(entries)
             if df.empty:
                 st.info("No exact-match-by-length results in the model cards yet.")

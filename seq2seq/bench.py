@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from .checkpoint import load_checkpoint
 from .config import ModelConfig
-from .data import PairDataset, collate, tokenized_multi30k
+from .data import PairDataset, tokenized_multi30k
 from .evaluate import decode_corpus, decode_workers
 from .models import Seq2Seq, build_model
 from .models.kernels import onednn_linear_available

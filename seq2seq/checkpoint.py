@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from .atomic import (atomic_write_bytes, atomic_write_json, atomic_write_with, fsync_path, is_temporary,
                      sha256_file, swap_directory_into_place, temporary_sibling)
 from .card import CARD, FORMAT_VERSION, VOCAB, WEIGHTS, Card
-from .config import ModelConfig, TrainConfig
+from .config import TrainConfig
 from .errors import CheckpointError
 from .models import Seq2Seq, build_model, count_params
 from .vocab import Vocab

@@ -72,6 +72,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 128
     lr: float = 1e-3
+    lr_decay: float = 1.0         # lr times this after an epoch without validation improvement (1: off)
     weight_decay: float = 0.0
     clip: float = 1.0
     label_smoothing: float = 0.0

@@ -20,7 +20,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
-import torch.nn.functional as F
 
 from .cli import ArgumentParser, device_arg, positive_int, run_main
 from .data import PairDataset, collate, generate_reversal, tokenized_multi30k
@@ -28,8 +27,9 @@ from .decoding import beam_search, greedy_decode
 from .errors import Seq2SeqError
 from .models import Seq2Seq
 from .presets import DATA_DIR, EVAL_SEED
+from .threads import set_this_threads_count
 from .text import REVERSE_ALPHABET, display_text
-from .vocab import PAD_ID, Vocab
+from .vocab import Vocab
 
 
 def teacher_forced_loss(model: Seq2Seq, dataset: PairDataset, device, batch_size: int = 256,
@@ -95,8 +95,8 @@ def decode_corpus(model: Seq2Seq, sources: list[list[int]], device, beam: int = 
         for idx in batches:
             decode_batch(idx)
         return out
-    # torch.set_num_threads is per thread (OpenMP): the caller's setting is untouched
-    with ThreadPoolExecutor(n_workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+    # each worker one intra-op thread, set for that thread alone (threads.py)
+    with ThreadPoolExecutor(n_workers, initializer=set_this_threads_count, initargs=(1,)) as pool:
         list(pool.map(decode_batch, batches))          # re-raises a worker's exception
     return out
 
@@ -168,24 +168,26 @@ def mean_over(by_length: dict, lo: int, hi: int) -> float:
 def update_card_metrics(ck, result: dict, split: str | None) -> None:
     """Replace the card's metrics for `split` (translation) or its reversal metrics with
     `result`, and its sample with what these weights write; the weights are untouched."""
-    from .checkpoint import CARD, atomic_write_json
+    from dataclasses import replace
+
     from .translate import Translator
 
-    card = dict(ck.card)
-    metrics = dict(card["metrics"])
+    card = ck.card
+    metrics = dict(card.metrics)
     if split is not None:
         keep = {k: v for k, v in metrics.get(split, {}).items() if k in ("chosen_on",)}
         metrics[split] = {**{k: v for k, v in result.items() if k not in ("checkpoint", "split", "card")}, **keep}
     else:
         rev = {k: v for k, v in result.items() if k != "checkpoint"}
         em = rev["exact_match_by_length"]
-        metrics.update({"reversal": rev, "exact_match_1_10": mean_over(em, 1, 10),
-                        "exact_match_1_20": mean_over(em, 1, 20), "exact_match_21_30": mean_over(em, 21, 30)})
-    card["metrics"] = metrics
-    if card.get("sample"):
-        out = Translator(ck).translate(card["sample"]["input"], beam=card["sample"].get("beam", 1))
-        card["sample"] = {**card["sample"], "output": out.text, "output_tokens": out.output_tokens}
-    atomic_write_json(ck.path / CARD, card)
+        metrics.update({"reversal": rev, **{f"exact_match_{lo}_{hi}": mean_over(em, lo, hi)
+                                            for lo, hi in ((1, 10), (1, 20), (21, 30), (1, 40), (41, 60))
+                                            if str(hi) in em or hi in em}})
+    sample = card.sample
+    if sample:
+        out = Translator(ck).translate(sample["input"], beam=sample.get("beam", 1))
+        sample = {**sample, "output": out.text, "output_tokens": out.output_tokens}
+    replace(card, metrics=metrics, sample=sample).save(ck.path)
 
 
 def _parse_lengths(text: str) -> range:
@@ -221,7 +223,7 @@ def main(argv=None) -> int:
     try:
         device = torch.device(args.device)
         ck = load_checkpoint(args.checkpoint, device)
-        card_metrics = ck.card.get("metrics", {})
+        card_metrics = ck.card.metrics
         if ck.task == "translate":
             recorded = card_metrics.get(args.split, {})
             dec = recorded.get("decoding", {})

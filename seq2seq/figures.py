@@ -70,10 +70,12 @@ def apply_fonts(figure, font_size: int, top: int = 60):
 
 def alignment_heatmap(source_tokens: list[str], output_tokens: list[str], matrix, kind: str = "attention",
                       source_unknown: list[bool] | None = None, forced_rows: int = 0,
-                      ideal_antidiagonal: bool = False, font_size: int = 14, title: str | None = None) -> go.Figure:
+                      ideal_antidiagonal: bool = False, font_size: int = 14, title: str | None = None,
+                      colorscale: str | None = None) -> go.Figure:
     """Output tokens down, source tokens across; hover gives the weight.
 
-    kind "attention" (rows sum to 1) or "saliency" (gradient saliency, labeled as such)."""
+    kind "attention" (rows sum to 1) or "saliency" (gradient saliency, labeled as such).
+    colorscale: a Plotly scale name (see PALETTES) instead of the default."""
     A = np.asarray(matrix, dtype=float).reshape(len(output_tokens), len(source_tokens))
     S, T = len(source_tokens), len(output_tokens)
     src_labels = tick_labels(source_tokens, source_unknown)
@@ -87,7 +89,7 @@ def alignment_heatmap(source_tokens: list[str], output_tokens: list[str], matrix
     fig = go.Figure(go.Heatmap(
         z=A.tolist(), x=list(range(S)), y=list(range(T)), customdata=custom.tolist(), zmin=0,
         zmax=1 if kind == "attention" else (float(A.max()) if A.size else 1),
-        colorscale="Blues" if kind == "attention" else "Oranges",
+        colorscale=colorscale or ("Blues" if kind == "attention" else "Oranges"),
         colorbar=dict(title=dict(text="weight" if kind == "attention" else "saliency")),
         hovertemplate=("output #%{y} <b>%{customdata[0]}</b><br>source #%{x} <b>%{customdata[1]}</b><br>"
                        + what + ": %{z:.3f}<extra></extra>"),
@@ -111,6 +113,146 @@ def alignment_heatmap(source_tokens: list[str], output_tokens: list[str], matrix
     # the source axis sits on top: room for the title, the axis title and (slanted) tick labels
     top = int(font_size * (6.5 + (max(len(t) for t in src_labels) * 0.5 if slant else 1.5)))
     return apply_fonts(fig, font_size, top=min(top, 320))
+
+
+# ------------------------------------------------------------------ classroom: palettes, guesses
+# Colour-blind-safe options for every heatmap ("default": each figure's own scale).
+PALETTES = {"default": None, "viridis": "Viridis", "cividis": "Cividis"}
+
+
+def palette_scale(palette: str | None) -> str | None:
+    """A palette name (a key of PALETTES) -> the Plotly colorscale, None for the default."""
+    return PALETTES.get(palette or "default")
+
+
+def with_palette(fig: go.Figure, palette: str | None) -> go.Figure:
+    """Every heatmap trace of `fig` recoloured with `palette` (unchanged for "default"); in place."""
+    scale = palette_scale(palette)
+    if scale:
+        fig.update_traces(colorscale=scale, selector=dict(type="heatmap"))
+        for frame in fig.frames or ():
+            for trace in frame.data:
+                if trace.type == "heatmap":
+                    trace.colorscale = scale
+    return fig
+
+
+def mark_guess(fig: go.Figure, position: int, right: bool, row: int | None = None, col: int | None = None) -> go.Figure:
+    """A guessed source position marked on a bar figure over source positions (e.g. the
+    weights of one step): a dashed box around the bar and a label above it. In place."""
+    color = "seagreen" if right else "crimson"
+    kw = {} if row is None else {"row": row, "col": col}
+    fig.add_vrect(x0=position - 0.45, x1=position + 0.45, line=dict(color=color, width=3, dash="dash"),
+                  fillcolor="rgba(0,0,0,0)", **kw)
+    fig.add_annotation(x=position, y=1.0, yref="y domain" if row is None else f"y{'' if row == 1 else row} domain",
+                       xref="x" if row is None else f"x{'' if row == 1 else row}", yanchor="bottom",
+                       text="your guess" + (" ✓" if right else " ✗"), showarrow=False, font=dict(color=color))
+    return fig
+
+
+def step_figure_at(fig: go.Figure, index: int) -> go.Figure:
+    """A `step_figure` opened on step `index` (0-based) instead of the first: its traces, title
+    and slider set to that frame (so it stays in step with a step chosen elsewhere). In place."""
+    if not fig.frames or not 0 <= index < len(fig.frames):
+        return fig
+    frame = fig.frames[index]
+    for i, trace in zip(frame.traces or range(len(frame.data)), frame.data):
+        fig.data[i].update(trace.to_plotly_json())
+    if frame.layout and frame.layout.title and frame.layout.title.text:
+        fig.layout.title.text = frame.layout.title.text
+    if fig.layout.sliders:
+        fig.layout.sliders[0].active = index
+    return fig
+
+
+# ------------------------------------------------------------------ during training (snapshots)
+def snapshot_title(snap: dict) -> str:
+    """One snapshot's card entry in words: "snapshot 02 (after epoch 1): step 130, epoch 1, val_bleu 3.1"."""
+    value = snap.get("value")
+    value = f"{value:.3g}" if isinstance(value, (int, float)) else str(value)
+    return (f"snapshot {int(snap.get('index', 0)):02d} ({esc(str(snap.get('label', '')))}): "
+            f"step {snap.get('step')}, epoch {snap.get('epoch')}, {esc(str(snap.get('metric', 'metric')))} {value}")
+
+
+def snapshot_animation(source_tokens: list[str], snapshots: list[dict], source_unknown: list[bool] | None = None,
+                       ideal_antidiagonal: bool = False, font_size: int = 14, colorscale: str | None = None) -> go.Figure:
+    """The same input decoded by each snapshot of a training run, as an animation: one frame
+    per snapshot (its alignment heatmap, its output on the rows, its step / epoch / metric in
+    the title), a slider over the snapshots and play / pause.
+
+    snapshots: [{index, label, step, epoch, metric, value, output_tokens, alignment [T, S],
+    kind}], in training order."""
+    S = len(source_tokens)
+    src_labels = tick_labels(source_tokens, source_unknown)
+    t_max = max([len(s["output_tokens"]) for s in snapshots] + [1])
+    f = font_size
+
+    def traces(s: dict):
+        T = len(s["output_tokens"])
+        A = np.asarray(s["alignment"], dtype=float).reshape(T, S) if T else np.zeros((1, S))
+        out_labels = tick_labels(s["output_tokens"]) if T else ["(nothing)"]
+        custom = [[[out_labels[t], src_labels[j]] for j in range(S)] for t in range(len(out_labels))]
+        kind = s.get("kind", "attention")
+        heat = go.Heatmap(z=A.tolist(), x=list(range(S)), y=list(range(len(out_labels))), customdata=custom, zmin=0,
+                          zmax=1 if kind == "attention" else (float(A.max()) or 1.0),
+                          colorscale=colorscale or ("Blues" if kind == "attention" else "Oranges"), xgap=1, ygap=1,
+                          colorbar=dict(title=dict(text="weight" if kind == "attention" else "saliency")),
+                          hovertemplate=("output #%{y} <b>%{customdata[0]}</b><br>source #%{x} "
+                                         "<b>%{customdata[1]}</b><br>%{z:.3f}<extra></extra>"))
+        if ideal_antidiagonal and T and S:
+            mirror = mirrored_positions(T, S)
+            keep = mirror >= 0
+            ideal = go.Scatter(x=mirror[keep].tolist(), y=np.arange(T)[keep].tolist(), mode="lines+markers",
+                               name="ideal (mirrored position)", line=dict(color="crimson", dash="dash", width=2),
+                               marker=dict(symbol="x", size=8), hoverinfo="skip", showlegend=False)
+        else:
+            ideal = go.Scatter(x=[], y=[], mode="lines", hoverinfo="skip", showlegend=False)
+        return [heat, ideal], out_labels
+
+    def layout(s: dict, out_labels: list[str]) -> dict:
+        written = " ".join(out_labels) if s["output_tokens"] else "(nothing)"
+        return dict(title=dict(text=f"{snapshot_title(s)}<br>output: {written}"),
+                    yaxis=dict(tickmode="array", tickvals=list(range(len(out_labels))), ticktext=out_labels,
+                               range=[t_max - 0.5, -0.5], title=dict(text="output"), showgrid=False))
+
+    fig = go.Figure()
+    if not snapshots:
+        fig.update_layout(title=dict(text="no snapshots"))
+        return apply_fonts(fig, font_size)
+    first, first_labels = traces(snapshots[0])
+    for tr in first:
+        fig.add_trace(tr)
+    frames = []
+    for i, s in enumerate(snapshots):
+        data, labels = traces(s)
+        frames.append(go.Frame(data=data, traces=[0, 1], name=str(i), layout=layout(s, labels)))
+    fig.frames = frames
+    slant = S > 8 and max(len(t) for t in src_labels) > 2
+    plot_h = max(260, int(1.9 * f) * t_max + 40)
+    buttons_h, slider_h = int(1.3 * f) + 16, int(3.4 * f) + 36
+    below = 16
+    top = int(f * (8 + (max(len(t) for t in src_labels) * 0.5 if slant else 1.5)))
+    bottom = below + buttons_h + 10 + slider_h
+    fig.update_layout(
+        **layout(snapshots[0], first_labels), height=top + plot_h + bottom, plot_bgcolor="white",
+        xaxis=dict(tickmode="array", tickvals=list(range(S)), ticktext=src_labels, side="top",
+                   tickangle=-45 if slant else 0, title=dict(text="source"), showgrid=False, range=[-0.5, S - 0.5]),
+        updatemenus=[dict(type="buttons", direction="left", showactive=False, x=0, xanchor="left",
+                          y=-below / plot_h, yanchor="top", pad=dict(t=0, b=0, l=0, r=0),
+                          buttons=[dict(label="▶ play", method="animate",
+                                        args=[None, dict(frame=dict(duration=1200, redraw=True), fromcurrent=True,
+                                                         transition=dict(duration=0))]),
+                                   dict(label="❚❚ pause", method="animate",
+                                        args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")])])],
+        sliders=[dict(active=0, x=0, xanchor="left", len=1.0, y=-(below + buttons_h + 10) / plot_h, yanchor="top",
+                      pad=dict(t=0, b=0, l=0, r=0), currentvalue=dict(prefix="snapshot "),
+                      steps=[dict(label=f"{int(s.get('index', i)):02d}", method="animate",
+                                  args=[[str(i)], dict(mode="immediate", frame=dict(duration=0, redraw=True),
+                                                       transition=dict(duration=0))])
+                             for i, s in enumerate(snapshots)])])
+    fig = apply_fonts(fig, font_size, top=top)
+    fig.update_layout(margin=dict(b=bottom), title_pad_t=8 + font_sizes(f)["title"])
+    return fig
 
 
 def step_figure(source_tokens: list[str], steps: list[dict], step_matrix, kind: str = "attention",

@@ -13,9 +13,6 @@ per-thread setting); tests/test_lab.py checks that other threads, old and new, k
 default. The callbacks still run in the calling thread, so a page can draw from them."""
 from __future__ import annotations
 
-import ctypes
-import glob
-import os
 import queue
 import threading
 import time
@@ -26,6 +23,7 @@ import torch
 from .config import ModelConfig, TrainConfig
 from .presets import EVAL_SEED, LAB_MODEL, LAB_TRAINING
 from .schedules import describe
+from .threads import set_this_threads_count
 
 LAB_THREADS = 1   # a model this small gains nothing from more; on a busy machine extra threads fight (10x slower)
 
@@ -46,39 +44,6 @@ def lab_configs(arch: str, kind: str, ratio: float, epochs: int, train_size: int
                       reverse_min_len=1, reverse_max_len=max_len, reverse_train_size=train_size,
                       reverse_val_size=LAB_TRAINING["val_size"], amp=False, teacher_forcing=tf)
     return model_cfg, cfg
-
-
-# ------------------------------------------------------------------ this thread's thread count
-_OPENMP = None
-
-
-def _openmp():
-    """The OpenMP runtime torch uses (its omp_set_num_threads), or None if there is none."""
-    global _OPENMP
-    if _OPENMP is None:
-        candidates = [None] + sorted(glob.glob(os.path.join(os.path.dirname(torch.__file__), "lib", "lib*omp*.so*")))
-        _OPENMP = False
-        for name in candidates:
-            try:
-                lib = ctypes.CDLL(name)
-                lib.omp_set_num_threads.argtypes = [ctypes.c_int]
-                _OPENMP = lib
-                break
-            except (OSError, AttributeError):
-                continue
-    return _OPENMP or None
-
-
-def set_this_threads_count(n: int) -> bool:
-    """Make torch use `n` intra-op threads in the calling thread only: other threads, and
-    threads started later, keep the process default (unlike torch.set_num_threads, which
-    also changes that default). False (and nothing changed) when torch has no OpenMP."""
-    torch.get_num_threads()            # this thread's first torch call: it takes the default now, not later
-    lib = _openmp()
-    if lib is None:
-        return False
-    lib.omp_set_num_threads(int(n))
-    return True
 
 
 # ------------------------------------------------------------------ the run

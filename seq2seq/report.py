@@ -11,6 +11,7 @@ import re
 import sys
 from pathlib import Path
 
+from .card import Card
 from .checkpoint import list_checkpoints, read_card
 from .errors import CheckpointError
 
@@ -36,9 +37,16 @@ def _fmt_size(n) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
 
 
-def _device(card) -> str:
-    p = card["provenance"]
-    return f"{p['device']} ({p['device_name']})"
+def _device(card: Card) -> str:
+    p = card.provenance
+    where = p.get("cpu_model") or p["device_name"]
+    threads = f", {p['cpu_threads']} thread{'s' if p['cpu_threads'] != 1 else ''}" if p.get("cpu_threads") else ""
+    return f"{p['device']} ({where}{threads})"
+
+
+def _training(card: Card) -> str:
+    epochs = card.provenance.get("epochs_run", len(card.history))
+    return f"{card.provenance['wall_seconds'] / 60:.1f} min, {epochs} epochs"
 
 
 def rows(root: Path) -> tuple[list[dict], list[str]]:
@@ -54,39 +62,47 @@ def rows(root: Path) -> tuple[list[dict], list[str]]:
 
 
 def translation_table(items) -> str:
-    lines = ["| model | params | size on disk | test PPL | BLEU (tutorial form) | sacreBLEU | decoding | trained on | training time |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| model | params | size on disk | BLEU (tutorial form) | sacreBLEU | test PPL (teacher-forced) | "
+             "decoding | trained on | training | stopped |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for it in items:
-        c = it["card"]
-        m = c["metrics"].get("test2016", {})
+        c: Card = it["card"]
+        m = c.split_metrics("test2016")
         dec = m.get("decoding", {})
-        dec_s = "greedy" if dec.get("beam", 1) == 1 else f"beam {dec['beam']}"
-        lines.append(f"| `{c['name']}` | {_fmt_params(c['params'])} | {_fmt_size(it['bytes'])} | {m.get('ppl', '-')} | "
-                     f"{m.get('bleu', '-')} | {m.get('sacrebleu', '-')} | {dec_s} | {_device(c)} | "
-                     f"{c['provenance']['wall_seconds'] / 60:.1f} min |")
+        dec_s = "greedy" if dec.get("beam", 1) == 1 else f"beam {dec['beam']}" + (
+            f", α {dec['alpha']:g}" if dec.get("alpha", 1.0) != 1.0 else "")
+        lines.append(f"| `{c.name}` | {_fmt_params(c.params)} | {_fmt_size(it['bytes'])} | {m.get('bleu', '-')} | "
+                     f"{m.get('sacrebleu', '-')} | {m.get('ppl', '-')} | {dec_s} | {_device(c)} | {_training(c)} | "
+                     f"{c.stopped or '-'} |")
     for ref in TUTORIAL_REFERENCE:
-        lines.append(f"| {ref['name']} (reference) | {_fmt_params(ref['params'])} | - | {ref['ppl']} | {ref['bleu']} | - | greedy | GPU | - |")
+        lines.append(f"| {ref['name']} (reference) | {_fmt_params(ref['params'])} | - | {ref['bleu']} | - | "
+                     f"{ref['ppl']} (free-running, not comparable) | greedy | GPU | - | - |")
     return "\n".join(lines)
 
 
+REVERSAL_SPANS = ((1, 10), (1, 20), (21, 30), (1, 40), (41, 60))
+
+
 def reversal_table(items) -> str:
-    lines = ["| model | params | size on disk | exact match, lengths 1-10 | 1-20 (trained) | 21-30 (unseen) | trained on | training time |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    spans = " | ".join(f"{lo}-{hi}" for lo, hi in REVERSAL_SPANS)
+    lines = [f"| model | params | size on disk | trained on lengths | exact match {spans} | trained on | training |",
+             "| --- | --- | --- | --- | " + " | ".join("---" for _ in REVERSAL_SPANS) + " | --- | --- |"]
+    pct = lambda v: f"{100 * v:.1f}%" if isinstance(v, (int, float)) else "-"  # noqa: E731
     for it in items:
-        c = it["card"]
-        m = c["metrics"]
-        pct = lambda v: f"{100 * v:.1f}%" if isinstance(v, (int, float)) else "-"  # noqa: E731
-        lines.append(f"| `{c['name']}` | {_fmt_params(c['params'])} | {_fmt_size(it['bytes'])} | {pct(m.get('exact_match_1_10'))} | "
-                     f"{pct(m.get('exact_match_1_20'))} | {pct(m.get('exact_match_21_30'))} | {_device(c)} | "
-                     f"{c['provenance']['wall_seconds'] / 60:.1f} min |")
+        c: Card = it["card"]
+        tc = c.train_config or {}
+        trained = f"{tc.get('reverse_min_len', '?')}-{tc.get('reverse_max_len', '?')}"
+        cells = " | ".join(pct(c.metrics.get(f"exact_match_{lo}_{hi}")) for lo, hi in REVERSAL_SPANS)
+        lines.append(f"| `{c.name}` | {_fmt_params(c.params)} | {_fmt_size(it['bytes'])} | {trained} | {cells} | "
+                     f"{_device(c)} | {_training(c)} |")
     return "\n".join(lines)
 
 
 def build(root: Path) -> str:
     items, problems = rows(root)
     parts = []
-    tr = [i for i in items if i["card"]["task"] == "translate"]
-    rv = [i for i in items if i["card"]["task"] == "reverse"]
+    tr = [i for i in items if i["card"].task == "translate"]
+    rv = [i for i in items if i["card"].task == "reverse"]
     if tr:
         parts.append("Translation, Multi30k German → English, test 2016:\n\n" + translation_table(tr))
     if rv:

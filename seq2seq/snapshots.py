@@ -13,14 +13,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 
+from .card import Card
 from .checkpoint import CARD, CheckpointError, LoadedCheckpoint, load_checkpoint, save_checkpoint
 
 SNAPSHOT_DIR = "snapshots"
 SNAPSHOT_EPOCHS = (1, 2, 4, 8, 16, 32, 64, 128)
 FIRST_EPOCH_FRACTION = 0.25
 SNAPSHOT_DTYPE = "int8"
+MAX_SERIES_BYTES = 15 * 2 ** 20      # a model's snapshots together
 
 
 def first_snapshot_batch(n_batches: int) -> int:
@@ -88,3 +91,56 @@ def write_snapshot(ckpt_dir: str | os.PathLike, model, src_vocab, tgt_vocab, bas
                 metrics={"val": {metric: value, "loss": val_loss}}, history=[])
     save_checkpoint(path, model, src_vocab, tgt_vocab, card, weights_dtype=SNAPSHOT_DTYPE)
     return path
+
+
+def series_bytes(ckpt_dir) -> int:
+    root = snapshot_root(ckpt_dir)
+    return sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) if root.is_dir() else 0
+
+
+def prune_snapshots(ckpt_dir, max_bytes: int = MAX_SERIES_BYTES) -> list[dict]:
+    """Keep the series under `max_bytes`: the first and the final snapshot always, and of
+    the others those that spread evenly over training; the kept ones are renumbered
+    00, 01, ... in order (their cards say so). Returns what is kept."""
+    dirs = snapshot_dirs(ckpt_dir)
+    if not dirs:
+        return []
+    each = max(series_bytes(ckpt_dir) // len(dirs), 1)
+    room = max(2, int(max_bytes // each))
+    if len(dirs) > room:
+        # evenly spaced positions over the series, ends included
+        keep = sorted({round(i * (len(dirs) - 1) / (room - 1)) for i in range(room)})
+        for i, d in enumerate(dirs):
+            if i not in keep:
+                shutil.rmtree(d)
+    for new_index, d in enumerate(snapshot_dirs(ckpt_dir)):
+        target = d.parent / f"{new_index:02d}"
+        if d != target:
+            os.replace(d, target)
+        card = Card.load(target)
+        if card.snapshot.get("index") != new_index:
+            base = card.name.rsplit("/snapshot", 1)[0]
+            card.snapshot = dict(card.snapshot, index=new_index)
+            card.name = f"{base}/snapshot {new_index:02d}"
+            card.save(target)
+    return list_snapshots(ckpt_dir)
+
+
+def main(argv=None) -> int:
+    """python -m seq2seq.snapshots CHECKPOINT [--max-mib 15]: list (and prune) a series."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m seq2seq.snapshots", description=main.__doc__)
+    p.add_argument("checkpoint")
+    p.add_argument("--max-mib", type=float, default=None, help="prune the series to at most this size")
+    args = p.parse_args(argv)
+    snaps = (prune_snapshots(args.checkpoint, int(args.max_mib * 2 ** 20)) if args.max_mib
+             else list_snapshots(args.checkpoint))
+    for s in snaps:
+        print(json.dumps({k: s[k] for k in ("index", "label", "step", "epoch", "metric", "value")}))
+    print(f"{len(snaps)} snapshots, {series_bytes(args.checkpoint) / 2 ** 20:.1f} MiB", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -33,7 +33,7 @@ from .trainer import choose_device, extension_allows, metric_key, train, validat
 __all__ = ["SAMPLE_INPUT", "STATE_JSON", "TaskData", "build_parser", "choose_device", "configs_from_args",
            "cpu_model_name", "extension_allows", "load_state", "load_task_data", "main", "make_card", "metric_key",
            "read_state", "read_state_info", "save_state", "shard_batches", "train", "validate"]
-EXTENDABLE = ("epochs", "patience", "max_minutes")   # --resume with these given again extends the run
+EXTENDABLE = ("epochs", "patience", "max_minutes", "lr_decay")   # --resume with these given again extends the run
 
 
 def build_parser() -> ArgumentParser:
@@ -60,6 +60,9 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--batch-size", type=positive_int, default=128,
                    help="per process under torchrun")
     g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--lr-decay", type=float, default=None,
+                   help="multiply the learning rate by this after each epoch without validation improvement "
+                        "(default 1: off); with --resume: set it for the rest of the run")
     g.add_argument("--weight-decay", type=float, default=0.0)
     g.add_argument("--clip", type=float, default=1.0)
     g.add_argument("--label-smoothing", type=float, default=0.0)
@@ -102,6 +105,7 @@ def configs_from_args(args) -> tuple[ModelConfig, TrainConfig]:
                               k=args.tf_k if args.tf_k is not None else default_k,
                               c=args.tf_c, eps_min=args.tf_min)
     cfg = TrainConfig(task=args.task, epochs=args.epochs or 10, batch_size=args.batch_size, lr=args.lr,
+                      lr_decay=1.0 if args.lr_decay is None else args.lr_decay,
                       weight_decay=args.weight_decay, clip=args.clip, label_smoothing=args.label_smoothing,
                       patience=3 if args.patience is None else args.patience, seed=args.seed, min_freq=args.min_freq,
                       reverse_min_len=args.min_len, reverse_max_len=args.max_len,

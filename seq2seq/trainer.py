@@ -221,6 +221,10 @@ def close_epoch(row: dict, model, optimizer, data: TaskData, cfg: TrainConfig, m
         row["best"] = True
     else:
         run.bad_epochs += 1
+        if cfg.lr_decay < 1.0:            # reduce on plateau
+            for group in optimizer.param_groups:
+                group["lr"] *= cfg.lr_decay
+    row["lr"] = optimizer.param_groups[0]["lr"]
     if hooks.progress:
         print(json.dumps(row), file=sys.stderr, flush=True)
     if hooks.on_epoch is not None:
@@ -317,7 +321,8 @@ def finish(model, model_cfg: ModelConfig, cfg: TrainConfig, data: TaskData, devi
     if snaps is not None:
         key = metric_key(cfg.task)
         best = max(run.history, key=lambda h: (h[key], -h["val_loss"])) if run.history else {}
-        snaps.take(f"final (best epoch {best.get('epoch')})", run.step, best.get("epoch") or 0, best, wall)
+        snaps.take(f"final (best epoch {best.get('epoch')})", best.get("steps", run.step), best.get("epoch") or 0,
+                   best, wall)
     if out_dir is not None:
         card = save_checkpoint(out_dir, model, data.src_vocab, data.tgt_vocab, card, half=cfg.half_weights)
     return model, card

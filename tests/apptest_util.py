@@ -3,6 +3,7 @@ and a checkpoint folder with every case the pages must handle (`build_lab_checkp
 Test modules import helpers from here or conftest.py, never from each other."""
 import base64
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,11 @@ import numpy as np
 import torch
 from streamlit.testing.v1 import AppTest
 
-from seq2seq.checkpoint import save_checkpoint
+import sacrebleu
+
+from seq2seq import corpus
+from seq2seq.checkpoint import load_checkpoint, save_checkpoint
+from seq2seq.cli import run_main
 from seq2seq.text import REVERSE_ALPHABET
 from seq2seq.vocab import SPECIALS, Vocab
 
@@ -145,3 +150,83 @@ def no_user_markup(at, spec_texts: list[str]) -> None:
         assert "**bold**" not in md and "[link]" not in md and "<b>x</b>" not in md
     for spec in spec_texts:
         assert "<b>x</b>" not in spec and "<b>x" not in spec
+
+
+# ------------------------------------------------------------------ corpus statistics (seq2seq.corpus)
+GERMAN_TEST = ["Ein Mann fährt mit dem Fahrrad die Straße entlang.",
+               "Zwei Hunde spielen im Schnee.",
+               "Ein Mann spielt im Schnee mit zwei Hunden.",
+               "Die Straße.",
+               "<b>x</b> **fett** [link](http://x) ein mann",
+               "Zwei Männer fahren mit dem Fahrrad entlang die Straße im Schnee."]
+ENGLISH_TEST = ["A man rides a bike down the street.",
+                "Two dogs play in the snow.",
+                "A man plays in the snow with two dogs.",
+                "The street.",
+                "a man",
+                "Two men ride bikes down the street in the snow."]
+
+
+def fake_multi30k(d: Path) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "test_2016_flickr.de").write_text("\n".join(GERMAN_TEST) + "\n", encoding="utf-8")
+    (d / "test_2016_flickr.en").write_text("\n".join(ENGLISH_TEST) + "\n", encoding="utf-8")
+    return d
+
+
+def make_corpus_file(ckpt: Path, data_dir: Path, capsys=None) -> dict:
+    argv = [str(ckpt), "--data-dir", str(data_dir), "--split", "test2016",
+            "--out", str(ckpt / "corpus-test2016.json")]
+    assert run_main(corpus.main, argv) == 0
+    return json.loads((ckpt / "corpus-test2016.json").read_text(encoding="utf-8"))
+
+
+def build_corpus_lab(root: Path) -> dict:
+    """root/checkpoints: translate-bahdanau (beam 2, file), translate-lstm (greedy, file),
+    translate-luong (no file), translate-gru (a tampered file); root/data: the fake test set."""
+    ckpts, data = root / "checkpoints", fake_multi30k(root / "data")
+    ckpts.mkdir(parents=True)
+    _tiny(ckpts / "translate-bahdanau", "bahdanau", "translate", 2,
+          {"test2016": {"bleu": 1.0, "decoding": {"beam": 2, "alpha": 1.0}}})
+    _tiny(ckpts / "translate-lstm", "lstm", "translate", 3, {"test2016": {"bleu": 1.0, "decoding": {"beam": 1}}})
+    _tiny(ckpts / "translate-luong", "luong", "translate", 4, {"test2016": {"bleu": 1.0, "decoding": {"beam": 1}}})
+    _tiny(ckpts / "translate-gru", "gru", "translate", 5, {"test2016": {"bleu": 1.0, "decoding": {"beam": 1}}})
+    files = {name: make_corpus_file(ckpts / name, data) for name in ("translate-bahdanau", "translate-lstm",
+                                                                     "translate-gru")}
+    gru = ckpts / "translate-gru" / "corpus-test2016.json"
+    gru.write_text(gru.read_text(encoding="utf-8").replace('"sentences":6', '"sentences":7'), encoding="utf-8")
+    return {"checkpoints": ckpts, "data": data, "files": files}
+
+
+def recompute(ckpt: Path, beam: int) -> list[dict]:
+    """The statistics of every test sentence, computed independently: one sentence at a time
+    through the Translator (the Translate page's path), plain loops for the numbers."""
+    from seq2seq.translate import Translator
+
+    tr = Translator(load_checkpoint(ckpt))
+    out = []
+    for de, en in zip(GERMAN_TEST, ENGLISH_TEST):
+        t = tr.translate(de, beam=beam)
+        ref = " ".join(tokenize_en(en))
+        hyp = " ".join(t.output_tokens)
+        row = {"source": " ".join(t.source.tokens), "output": hyp, "reference": ref,
+               "bleu": sacrebleu.sentence_bleu(hyp, [ref], tokenize="none").score,
+               "length_ratio": len(t.output_tokens) / len(t.source.tokens)}
+        if t.alignment_kind == "attention":
+            A = t.alignment.tolist()              # one row per output token, <eos> excluded
+            ents = [-sum(a * math.log(a) for a in r if a > 0) for r in A]
+            row["entropy"] = sum(ents) / len(ents) if ents else None
+            am = [max(range(len(r)), key=lambda j: (r[j], -j)) for r in A]
+            row["monotonicity"] = (sum(am[t] >= am[t - 1] for t in range(1, len(am))) / (len(am) - 1)
+                                   if len(am) >= 2 else None)
+            cov = [sum(r[j] for r in A) for j in range(len(t.source.tokens))]
+            row["dropped_positions"] = [j for j, c in enumerate(cov) if c < 0.2]
+            row["repeated_positions"] = [j for j, c in enumerate(cov) if c > 2.0]
+        out.append(row)
+    return out
+
+
+def tokenize_en(text: str) -> list[str]:
+    from seq2seq.text import tokenize
+
+    return tokenize(text, "spacy:en")

@@ -9,7 +9,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from seq2seq.config import ARCHS, ModelConfig  # noqa: E402
+from seq2seq.checkpoint import save_checkpoint  # noqa: E402
 from seq2seq.models import build_model  # noqa: E402
+from seq2seq.vocab import SPECIALS, Vocab  # noqa: E402
 
 MULTI30K_DIR = Path(os.environ.get("MULTI30K_DIR", ROOT.parent / "shared" / "data" / "multi30k"))
 
@@ -26,6 +28,28 @@ def tiny_config(arch: str, src_vocab: int = 23, tgt_vocab: int = 19, **kw) -> Mo
 def tiny_model(arch: str, seed: int = 0, **kw):
     torch.manual_seed(seed)
     return build_model(tiny_config(arch, **kw)).eval()
+
+
+# ------------------------------------------------------------------ shared builders
+def _card(name):
+    """The descriptive fields of a minimal reversal card."""
+    return {"name": name, "task": "reverse", "teacher_forcing": {"kind": "constant", "ratio": 1.0},
+            "metrics": {}, "history": [], "tokenizers": {"src": "chars", "tgt": "chars"},
+            "provenance": {"device": "cpu", "device_name": "test", "torch_version": torch.__version__,
+                           "git_commit": "x", "trained_at": "now", "wall_seconds": 0, "seed": 0, "data": "test"}}
+
+
+def _vocabs(model):
+    """Numbered vocabularies of the model's sizes."""
+    src = Vocab([*SPECIALS, *[f"s{i}" for i in range(model.cfg.src_vocab_size - 4)]])
+    tgt = Vocab([*SPECIALS, *[f"t{i}" for i in range(model.cfg.tgt_vocab_size - 4)]])
+    return src, tgt
+
+
+def save_tiny(path, arch="bahdanau", half=False, seed=0, **kw):
+    model = tiny_model(arch, seed=seed, **kw)
+    save_checkpoint(path, model, *_vocabs(model), _card(Path(path).name), half=half)
+    return model
 
 
 @pytest.fixture(params=ARCHS)

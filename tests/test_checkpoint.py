@@ -1,35 +1,14 @@
 import json
 import os
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
 
-from seq2seq.checkpoint import CARD, VOCAB, WEIGHTS, load_checkpoint, save_checkpoint
+from seq2seq.checkpoint import CARD, VOCAB, WEIGHTS, load_checkpoint
 from seq2seq.errors import CheckpointError
-from seq2seq.vocab import SPECIALS, Vocab
 
-from conftest import padded_batch, tiny_model
-
-
-def _card(name):
-    return {"name": name, "task": "reverse", "teacher_forcing": {"kind": "constant", "ratio": 1.0},
-            "metrics": {}, "history": [], "tokenizers": {"src": "chars", "tgt": "chars"},
-            "provenance": {"device": "cpu", "device_name": "test", "torch_version": torch.__version__,
-                           "git_commit": "x", "trained_at": "now", "wall_seconds": 0, "seed": 0, "data": "test"}}
-
-
-def _vocabs(model):
-    src = Vocab([*SPECIALS, *[f"s{i}" for i in range(model.cfg.src_vocab_size - 4)]])
-    tgt = Vocab([*SPECIALS, *[f"t{i}" for i in range(model.cfg.tgt_vocab_size - 4)]])
-    return src, tgt
-
-
-def save_tiny(path, arch="bahdanau", half=False, seed=0, **kw):
-    model = tiny_model(arch, seed=seed, **kw)
-    save_checkpoint(path, model, *_vocabs(model), _card(Path(path).name), half=half)
-    return model
+from conftest import _vocabs, padded_batch, save_tiny
 
 
 @pytest.mark.parametrize("half", [False, True])

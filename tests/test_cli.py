@@ -8,7 +8,7 @@ import pytest
 from seq2seq.translate import Translator
 
 from conftest import ROOT
-from test_checkpoint import save_tiny
+from conftest import save_tiny
 
 REVERSE_CK = ROOT / "checkpoints" / "reverse-bahdanau"
 
@@ -77,3 +77,25 @@ def test_unknown_and_truncated_inputs(tmp_path):
     res = tr.translate("ä" * 50)  # tiny test vocab: every char is unknown; max_src_len is 30
     assert all(res.source.unknown) and res.source.truncated
     assert len(res.source.tokens) == 30 and res.source.n_tokens == 50
+
+
+def test_translate_with_a_snapshot(tmp_path):
+    import shutil
+
+    save_tiny(tmp_path / "ck", "bahdanau", seed=0)
+    save_tiny(tmp_path / "other", "bahdanau", seed=5)
+    shutil.copytree(tmp_path / "other", tmp_path / "ck" / "snapshots" / "00")   # a snapshot is a checkpoint dir
+    direct = run("-m", "seq2seq.translate", str(tmp_path / "other"), "abcab", "--json")
+    snap = run("-m", "seq2seq.translate", str(tmp_path / "ck"), "abcab", "--json", "--snapshot", "0")
+    final = run("-m", "seq2seq.translate", str(tmp_path / "ck"), "abcab", "--json")
+    assert snap.returncode == 0, snap.stderr
+    assert json.loads(snap.stdout) == json.loads(direct.stdout)                 # decoded with the snapshot's weights
+    assert json.loads(final.stdout)["alignment"] != json.loads(snap.stdout)["alignment"]
+
+
+def test_translate_snapshot_missing_is_one_line_naming_the_command():
+    proc = run("-m", "seq2seq.translate", str(REVERSE_CK), "abc", "--snapshot", "3")
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "no such snapshot" in proc.stderr and "--snapshots" in proc.stderr
+    bad = run("-m", "seq2seq.translate", str(REVERSE_CK), "abc", "--snapshot", "-1")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1

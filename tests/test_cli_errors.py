@@ -21,7 +21,7 @@ from seq2seq.config import ModelConfig, TrainConfig
 from seq2seq.train import load_task_data, train
 
 from conftest import ROOT
-from test_checkpoint import save_tiny
+from conftest import save_tiny
 
 REVERSE_CK = ROOT / "checkpoints" / "reverse-bahdanau"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8"}

@@ -2,14 +2,13 @@
 independent recomputation through the Translator), the command's JSON file, the card entry,
 and the verification the page relies on.
 
-`build_corpus_lab` (tiny checkpoints + a fake Multi30k folder + corpus files) is shared with
-test_page_test_set.py."""
+`build_corpus_lab` (tiny checkpoints + a fake Multi30k folder + corpus files) lives in
+apptest_util.py, shared with test_page_test_set.py."""
 from __future__ import annotations
 
 import json
 import math
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,91 +19,11 @@ from seq2seq.checkpoint import CARD, load_checkpoint, read_card, sha256_file
 from seq2seq.cli import run_main
 from seq2seq.errors import CheckpointError
 
-from apptest_util import _tiny
-
-GERMAN_TEST = ["Ein Mann fährt mit dem Fahrrad die Straße entlang.",
-               "Zwei Hunde spielen im Schnee.",
-               "Ein Mann spielt im Schnee mit zwei Hunden.",
-               "Die Straße.",
-               "<b>x</b> **fett** [link](http://x) ein mann",
-               "Zwei Männer fahren mit dem Fahrrad entlang die Straße im Schnee."]
-ENGLISH_TEST = ["A man rides a bike down the street.",
-                "Two dogs play in the snow.",
-                "A man plays in the snow with two dogs.",
-                "The street.",
-                "a man",
-                "Two men ride bikes down the street in the snow."]
-
-
-# ------------------------------------------------------------------ fixtures
-def fake_multi30k(d: Path) -> Path:
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "test_2016_flickr.de").write_text("\n".join(GERMAN_TEST) + "\n", encoding="utf-8")
-    (d / "test_2016_flickr.en").write_text("\n".join(ENGLISH_TEST) + "\n", encoding="utf-8")
-    return d
-
-
-def make_corpus_file(ckpt: Path, data_dir: Path, capsys=None) -> dict:
-    argv = [str(ckpt), "--data-dir", str(data_dir), "--split", "test2016",
-            "--out", str(ckpt / "corpus-test2016.json")]
-    assert run_main(corpus.main, argv) == 0
-    return json.loads((ckpt / "corpus-test2016.json").read_text(encoding="utf-8"))
-
-
-def build_corpus_lab(root: Path) -> dict:
-    """root/checkpoints: translate-bahdanau (beam 2, file), translate-lstm (greedy, file),
-    translate-luong (no file), translate-gru (a tampered file); root/data: the fake test set."""
-    ckpts, data = root / "checkpoints", fake_multi30k(root / "data")
-    ckpts.mkdir(parents=True)
-    _tiny(ckpts / "translate-bahdanau", "bahdanau", "translate", 2,
-          {"test2016": {"bleu": 1.0, "decoding": {"beam": 2, "alpha": 1.0}}})
-    _tiny(ckpts / "translate-lstm", "lstm", "translate", 3, {"test2016": {"bleu": 1.0, "decoding": {"beam": 1}}})
-    _tiny(ckpts / "translate-luong", "luong", "translate", 4, {"test2016": {"bleu": 1.0, "decoding": {"beam": 1}}})
-    _tiny(ckpts / "translate-gru", "gru", "translate", 5, {"test2016": {"bleu": 1.0, "decoding": {"beam": 1}}})
-    files = {name: make_corpus_file(ckpts / name, data) for name in ("translate-bahdanau", "translate-lstm",
-                                                                     "translate-gru")}
-    gru = ckpts / "translate-gru" / "corpus-test2016.json"
-    gru.write_text(gru.read_text(encoding="utf-8").replace('"sentences":6', '"sentences":7'), encoding="utf-8")
-    return {"checkpoints": ckpts, "data": data, "files": files}
-
+from apptest_util import GERMAN_TEST, _tiny, build_corpus_lab, make_corpus_file, recompute
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     return build_corpus_lab(tmp_path_factory.mktemp("corpus"))
-
-
-def recompute(ckpt: Path, beam: int) -> list[dict]:
-    """The statistics of every test sentence, computed independently: one sentence at a time
-    through the Translator (the Translate page's path), plain loops for the numbers."""
-    from seq2seq.translate import Translator
-
-    tr = Translator(load_checkpoint(ckpt))
-    out = []
-    for de, en in zip(GERMAN_TEST, ENGLISH_TEST):
-        t = tr.translate(de, beam=beam)
-        ref = " ".join(tokenize_en(en))
-        hyp = " ".join(t.output_tokens)
-        row = {"source": " ".join(t.source.tokens), "output": hyp, "reference": ref,
-               "bleu": sacrebleu.sentence_bleu(hyp, [ref], tokenize="none").score,
-               "length_ratio": len(t.output_tokens) / len(t.source.tokens)}
-        if t.alignment_kind == "attention":
-            A = t.alignment.tolist()              # one row per output token, <eos> excluded
-            ents = [-sum(a * math.log(a) for a in r if a > 0) for r in A]
-            row["entropy"] = sum(ents) / len(ents) if ents else None
-            am = [max(range(len(r)), key=lambda j: (r[j], -j)) for r in A]
-            row["monotonicity"] = (sum(am[t] >= am[t - 1] for t in range(1, len(am))) / (len(am) - 1)
-                                   if len(am) >= 2 else None)
-            cov = [sum(r[j] for r in A) for j in range(len(t.source.tokens))]
-            row["dropped_positions"] = [j for j, c in enumerate(cov) if c < 0.2]
-            row["repeated_positions"] = [j for j, c in enumerate(cov) if c > 2.0]
-        out.append(row)
-    return out
-
-
-def tokenize_en(text: str) -> list[str]:
-    from seq2seq.text import tokenize
-
-    return tokenize(text, "spacy:en")
 
 
 # ------------------------------------------------------------------ pure statistics

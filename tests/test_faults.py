@@ -25,7 +25,7 @@ from seq2seq.models import build_model
 from seq2seq.train import STATE_JSON, read_state, save_state
 
 from conftest import ROOT, tiny_model
-from test_checkpoint import _card, _vocabs
+from conftest import _card, _vocabs
 
 # one thread: CPU results are then bit-for-bit repeatable across processes
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -140,7 +140,7 @@ import sys, torch
 from seq2seq.checkpoint import save_checkpoint
 sys.path.insert(0, "tests")
 from conftest import tiny_model
-from test_checkpoint import _card, _vocabs
+from conftest import _card, _vocabs
 models = [tiny_model("bahdanau", seed=s) for s in (0, 1)]
 i = 0
 while True:

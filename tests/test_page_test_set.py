@@ -13,7 +13,7 @@ import pytest
 from seq2seq.corpus import correlation
 
 from apptest_util import elements, messages, open_page
-from test_corpus import GERMAN_TEST, build_corpus_lab, recompute
+from apptest_util import GERMAN_TEST, build_corpus_lab, recompute
 
 
 @pytest.fixture(scope="module")

@@ -36,3 +36,20 @@ def test_shipped_checkpoint_loads_and_reproduces_its_sample(path):
     if sample:
         out = Translator(ck).translate(sample["input"], beam=sample.get("beam", 1))
         assert out.text == sample["output"]
+
+
+SNAPSHOTTED = sorted({p.parent.parent for p in CK.glob("*/snapshots/*/card.json")})
+
+
+@pytest.mark.parametrize("path", SNAPSHOTTED, ids=[p.name for p in SNAPSHOTTED])
+def test_snapshot_series_are_small_ordered_and_described(path):
+    from seq2seq.snapshots import list_snapshots
+
+    snaps = list_snapshots(path)
+    size = sum(f.stat().st_size for f in (path / "snapshots").rglob("*") if f.is_file())
+    assert size <= 15 * MIB, f"{path.name}: {size / MIB:.1f} MiB of snapshots"
+    assert len(snaps) >= 4 and [s["index"] for s in snaps] == list(range(len(snaps)))
+    steps = [s["step"] for s in snaps]
+    assert steps == sorted(steps) and snaps[-1]["label"].startswith("final")
+    for s in snaps:
+        assert {"step", "epoch", "metric", "value", "val_loss", "label"} <= set(s)

@@ -1,0 +1,87 @@
+"""Training's --snapshots, --resume extending a run, int8 weights, and pruning a series."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from seq2seq.checkpoint import load_checkpoint, quantize_int8, dequantize_int8
+from seq2seq.errors import CheckpointError
+from seq2seq.snapshots import list_snapshots, load_snapshot, prune_snapshots, series_bytes
+
+from conftest import ROOT
+
+TINY = ["--task", "reverse", "--arch", "bahdanau", "--train-size", "600", "--val-size", "50", "--max-len", "6",
+        "--hidden", "16", "--emb", "8", "--attn-dim", "8", "--device", "cpu", "--snapshots"]
+
+
+def run_train(out, state, *extra):
+    proc = subprocess.run([sys.executable, "-m", "seq2seq.train", "--out", str(out), "--state-dir", str(state),
+                           *TINY, *extra], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads((out / "card.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("snap")
+    first = run_train(d / "ck", d / "st", "--epochs", "2")
+    return d, first
+
+
+def test_snapshots_are_taken_at_the_documented_points(trained):
+    d, card = trained
+    snaps = list_snapshots(d / "ck")
+    # 600 sequences in batches of 128: 5 batches, the first snapshot after round(5 / 4) = 1
+    assert [s["label"].split(" ")[0] for s in snaps] == ["1/5", "after", "after", "final"]
+    assert [s["epoch"] for s in snaps[1:3]] == [1.0, 2.0]
+    assert snaps[0]["epoch"] == pytest.approx(1 / 5, abs=1e-3) and snaps[0]["step"] == 1
+    history = {h["epoch"]: h for h in card["history"]}
+    assert snaps[1]["value"] == history[1]["val_exact_match"] and snaps[1]["val_loss"] == history[1]["val_loss"]
+    final = load_snapshot(d / "ck", 3)
+    shipped = load_checkpoint(d / "ck")
+    assert final.card.weights_dtype == "int8"
+    # the final snapshot is the shipped weights, int8-rounded: within half a step per value
+    for name, t in shipped.model.state_dict().items():
+        q = final.model.state_dict()[name]
+        step = t.abs().amax(dim=tuple(range(1, t.dim())), keepdim=True) / 127 if t.dim() > 1 else 2e-3 * t.abs().max()
+        assert ((q - t).abs() <= step / 2 + 1e-3 * t.abs() + 1e-6).all(), name
+
+
+def test_resume_extends_a_finished_run_and_keeps_its_history(trained, tmp_path):
+    d, first = trained
+    import shutil
+    shutil.copytree(d / "ck", tmp_path / "ck")
+    shutil.copytree(d / "st", tmp_path / "st")
+    same = run_train(tmp_path / "ck", tmp_path / "st", "--resume")
+    assert len(same["history"]) == 2                        # same settings: nothing more to do
+    longer = run_train(tmp_path / "ck", tmp_path / "st", "--resume", "--epochs", "3")
+    assert [h["epoch"] for h in longer["history"]] == [1, 2, 3]
+    assert longer["history"][:2] == first["history"][:2]
+    assert longer["provenance"]["epochs_run"] == 3 and longer["stopped"] == "completed all epochs"
+    labels = [s["label"] for s in list_snapshots(tmp_path / "ck")]
+    assert sum(lab.startswith("final") for lab in labels) == 1 and labels[-1].startswith("final")
+
+
+def test_prune_keeps_the_ends_and_renumbers(trained, tmp_path):
+    import shutil
+    d, _ = trained
+    shutil.copytree(d / "ck", tmp_path / "ck")
+    before = list_snapshots(tmp_path / "ck")
+    each = series_bytes(tmp_path / "ck") / len(before)
+    kept = prune_snapshots(tmp_path / "ck", int(each * 2.5))
+    assert [s["index"] for s in kept] == [0, 1]
+    assert kept[0]["label"] == before[0]["label"] and kept[-1]["label"] == before[-1]["label"]
+    load_snapshot(tmp_path / "ck", 1)                       # still verifies after renumbering
+    with pytest.raises(CheckpointError, match="--snapshots"):
+        load_snapshot(tmp_path / "ck", 7)
+
+
+def test_int8_round_trip_is_within_half_a_step():
+    torch.manual_seed(0)
+    w = {"a": torch.randn(30, 12), "b": torch.randn(7)}
+    back = dequantize_int8(quantize_int8(w))
+    step = w["a"].abs().amax(1, keepdim=True) / 127
+    assert ((back["a"] - w["a"]).abs() <= step / 2 + 1e-7).all()
+    assert torch.allclose(back["b"], w["b"], atol=1e-3)
