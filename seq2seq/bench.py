@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .card import Card
 from .checkpoint import load_checkpoint
 from .config import ModelConfig
 from .data import PairDataset, tokenized_multi30k
@@ -417,9 +418,8 @@ def bench_training(data, device: torch.device, quick: bool, repeats: int = 3) ->
            "timing": "ours and the tutorial loop on the same batches, timed alternately after 2 warm-up "
                      "batches each; speed-up: median of the per-pair ratios"}
     for arch in ARCHS:
-        shipped = ROOT / "checkpoints" / f"translate-{arch}" / "card.json"
-        cfg = ModelConfig.from_dict(json.loads(shipped.read_text())["config"]) if shipped.exists() \
-            else ModelConfig(arch=arch)
+        shipped = ROOT / "checkpoints" / f"translate-{arch}"
+        cfg = Card.load(shipped).model_config if (shipped / "card.json").exists() else ModelConfig(arch=arch)
         cfg.src_vocab_size, cfg.tgt_vocab_size = len(src_vocab), len(tgt_vocab)
         r = bench_arch_training(cfg, batches, device, 1 if quick else repeats)
         timed = batches[2:]
@@ -461,33 +461,46 @@ def _spread(d: dict, way: str) -> str:
 
 
 def target_checks(report: dict) -> list[dict]:
-    """The issue's targets beside what this run measured (None: not measurable here)."""
-    d, a, t = report["decode"], report["app"], report["train"]
+    """The issues' targets beside what this run measured (None: not measurable here), for
+    the sections the run has."""
     from .presets import ARCHS
-    rows = [
-        ("(b) at least 10 times faster than (a)",
-         f"{d['speedup_greedy']}× (median of {d.get('loop_runs', 1)} alternating pairs; spread "
-         f"{(d.get('speedup_greedy_spread') or ['', ''])[0]}–{(d.get('speedup_greedy_spread') or ['', ''])[1]}×)",
-         d["speedup_greedy"] >= 10),
-        ("(b) whole test set under 3 s", f"{d['greedy_s']} s", d["greedy_s"] < 3),
-        ("(c) beam 5 under 15 s", f"{d['beam5_s']} s", d["beam5_s"] < 15),
-        ("app answer p95 under 150 ms (greedy, CPU)", f"{a['p95_ms']} ms",
-         None if a.get("p95_ms") is None else a["p95_ms"] < 150),
-        ("cold start to first heatmap under 5 s", f"{a.get('cold_start_s')} s",
-         None if a.get("cold_start_s") is None else a["cold_start_s"] < 5),
-        ("training at ratio 1.0: at least 3 times the tutorial loop, every architecture",
-         ", ".join(f"{k} {t[k]['speedup']}×" for k in ARCHS if k in t),
-         all(t[k]["speedup"] >= 3 for k in ARCHS if k in t)),
-        ("training at ratio 0.5 (scheduled sampling): at least 2 times, every architecture",
-         ", ".join(f"{k} {t[k]['ss_speedup']}×" for k in ARCHS if k in t and "ss_speedup" in t[k]),
-         all(t[k]["ss_speedup"] >= 2 for k in ARCHS if k in t and "ss_speedup" in t[k])
-         if any("ss_speedup" in t.get(k, {}) for k in ARCHS) else None),
-    ]
+    rows = []
+    d, a, t = report.get("decode"), report.get("app"), report.get("train")
+    if d:
+        spread = d.get("speedup_greedy_spread") or ["", ""]
+        rows += [("(b) at least 10 times faster than (a)",
+                  f"{d['speedup_greedy']}× (median of {d.get('loop_runs', 1)} alternating pairs; spread "
+                  f"{spread[0]}–{spread[1]}×)", d["speedup_greedy"] >= 10),
+                 ("(b) whole test set under 3 s", f"{d['greedy_s']} s", d["greedy_s"] < 3),
+                 ("(c) beam 5 under 15 s", f"{d['beam5_s']} s", d["beam5_s"] < 15)]
+    if a:
+        rows += [("app answer p95 under 150 ms (greedy, CPU)", f"{a.get('p95_ms')} ms",
+                  None if a.get("p95_ms") is None else a["p95_ms"] < 150),
+                 ("cold start to first heatmap under 5 s", f"{a.get('cold_start_s')} s",
+                  None if a.get("cold_start_s") is None else a["cold_start_s"] < 5)]
+    if t:
+        archs = [k for k in ARCHS if k in t]
+        rows += [("training at ratio 1.0: at least 3 times the tutorial loop, every architecture",
+                  ", ".join(f"{k} {t[k]['speedup']}×" for k in archs), all(t[k]["speedup"] >= 3 for k in archs)),
+                 ("training at ratio 0.5 (scheduled sampling): at least 2 times, every architecture",
+                  ", ".join(f"{k} {t[k]['ss_speedup']}×" for k in archs if "ss_speedup" in t[k]),
+                  all(t[k]["ss_speedup"] >= 2 for k in archs if "ss_speedup" in t[k])
+                  if any("ss_speedup" in t[k] for k in archs) else None)]
     return [{"target": w, "measured": m, "met": ok} for w, m, ok in rows]
 
 
-def markdown_report(report: dict) -> str:
-    d, a, t = report["decode"], report["app"], report["train"]
+def targets_markdown(checks: list[dict], quick: bool) -> list[str]:
+    lines = ["", "Targets" + (" (a --quick run: reduced inputs, not comparable with them)" if quick else "") + ":", "",
+             "| target | measured | met |", "| --- | --- | --- |"]
+    for c in checks:
+        met = {True: "yes", False: "**no**", None: "not measurable on this machine"}[c["met"]]
+        lines.append(f"| {c['target']} | {c['measured']} | {met} |")
+    return lines
+
+
+def decoding_markdown(report: dict) -> str:
+    """The decoding and app part of the README's Performance section."""
+    d, a = report["decode"], report["app"]
     lines = [f"Measured by `python -m seq2seq.bench` on {report['machine']} ({report['when']}).", "",
              f"Decoding `translate-bahdanau`, {d['sentences']} sentences of test 2016, CPU, {d['threads']} threads "
              f"({d['timing']}):", "",
@@ -512,7 +525,15 @@ def markdown_report(report: dict) -> str:
              + " Cold start of `streamlit run` to the first heatmap in Chromium: "
              f"{a.get('cold_start_s')} s (median of {a.get('cold_start_runs')}, spread "
              f"{a.get('cold_start_spread_s')}, a fresh server each time). Peak memory of the app process with "
-             f"every checkpoint loaded: {a.get('peak_rss_mib')} MiB.", "",
+             f"every checkpoint loaded: {a.get('peak_rss_mib')} MiB."]
+    checks = [c for c in target_checks(report) if not c["target"].startswith("training")]
+    return "\n".join(lines + targets_markdown(checks, report.get("quick")))
+
+
+def training_markdown(report: dict) -> str:
+    """The training part of the README's Performance section."""
+    t = report["train"]
+    lines = [f"Measured by `python -m seq2seq.bench --only train` on {report['machine']} ({report['when']}).", "",
              f"Training throughput on {t['device']} ({(t.get('cpu') or {}).get('model', '')}, native bf16: "
              f"{(t.get('cpu') or {}).get('native_bf16')}; target tokens/s, {t['batches_timed']} batches of 128; "
              f"{t.get('timing', '')}; matrix-multiply peak in the same run: {t.get('matmul_peak_gflops')} GFLOP/s):",
@@ -525,12 +546,30 @@ def markdown_report(report: dict) -> str:
             lines.append(f"| {arch} | {r['tokens_per_s']:,.0f} | {r['baseline_tokens_per_s']:,.0f} | {r['speedup']}× "
                          f"({r['speedup_spread'][0]}–{r['speedup_spread'][1]}) | {r.get('ss_tokens_per_s', 0):,.0f} | "
                          f"{r.get('ss_baseline_tokens_per_s', 0):,.0f} | {r.get('ss_speedup')}× | {r.get('gflops')} | {epoch} |")
-    lines += ["", "Targets" + (" (a --quick run: reduced inputs, not comparable with them)" if report.get("quick") else "")
-              + ":", "", "| target | measured | met |", "| --- | --- | --- |"]
-    for c in report.get("targets") or target_checks(report):
-        met = {True: "yes", False: "**no**", None: "not measurable on this machine"}[c["met"]]
-        lines.append(f"| {c['target']} | {c['measured']} | {met} |")
-    return "\n".join(lines)
+    checks = [c for c in target_checks(report) if c["target"].startswith("training")]
+    return "\n".join(lines + targets_markdown(checks, report.get("quick")))
+
+
+MARKERS = {"decode": ("<!-- bench:start -->", "<!-- bench:end -->", decoding_markdown),
+           "train": ("<!-- bench-train:start -->", "<!-- bench-train:end -->", training_markdown)}
+
+
+def write_readme(path: Path, report: dict) -> None:
+    """Replace the README's marked blocks for the sections this run measured."""
+    import re
+    text = path.read_text()
+    for section, (start, end, render) in MARKERS.items():
+        if section in report and (section != "decode" or "app" in report):
+            block = f"{start}\n{render(report)}\n{end}"
+            text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    path.write_text(text)
+
+
+def markdown_report(report: dict) -> str:
+    return "\n\n".join(render(report) for section, (_, _, render) in MARKERS.items()
+                       if section in report and (section != "decode" or "app" in report))
+
+
 
 
 def main(argv=None) -> int:
@@ -560,20 +599,11 @@ def main(argv=None) -> int:
             report["app"].update(bench_app_server(args.quick))
     if "train" in sections:
         report["train"] = bench_training(data, torch.device(args.device), args.quick)
-    if sections != {"decode", "app", "train"}:          # a partial run: its own sections only
-        print(json.dumps(report) if args.json else json.dumps(report, indent=1))
-        return 0
-    if args.device == "cuda":
+    if args.device == "cuda" and "train" in report:
         report["train"]["device_name"] = torch.cuda.get_device_name()
     report["targets"] = target_checks(report)
     if args.write:
-        import re
-        path = Path(args.write)
-        text = path.read_text()
-        start, end = "<!-- bench:start -->", "<!-- bench:end -->"
-        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: f"{start}\n{markdown_report(report)}\n{end}",
-                      text, flags=re.S)
-        path.write_text(text)
+        write_readme(Path(args.write), report)
     print(json.dumps(report) if args.json else markdown_report(report))
     return 0
 

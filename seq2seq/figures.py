@@ -377,7 +377,7 @@ def beam_tree_figure(tree: list[dict], itos: list[str], font_size: int = 14) -> 
             nodes["x"].append(t)
             nodes["y"].append(k)
             nodes["text"].append(esc(tok))
-            nodes["hover"].append(f"step {t + 1}, beam {k + 1}: {esc(tok)}<br>score (log P / length) {score:.3f}")
+            nodes["hover"].append(f"step {t + 1}, beam {k + 1}: {esc(tok)}<br>score {score:.3f}")
             nodes["color"].append("crimson" if (t, k) in on_path else "steelblue")
             nodes["symbol"].append("square" if tok == "<eos>" else "circle")
     fig.add_trace(go.Scatter(x=edge_x, y=edge_y, mode="lines", line=dict(color="lightgray", width=1.5),

@@ -45,14 +45,10 @@ def snapshot_dirs(ckpt_dir: str | os.PathLike) -> list[Path]:
 
 def snapshot_info(path: Path) -> dict:
     """A snapshot's `snapshot` card entry, read without loading weights."""
-    try:
-        card = json.loads((Path(path) / CARD).read_text(encoding="utf-8"))
-        info = card["snapshot"]
-        if not isinstance(info, dict):
-            raise TypeError("not an object")
-        return info
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{Path(path) / CARD}: not a snapshot card ({e})") from e
+    info = Card.load(path).snapshot
+    if not isinstance(info, dict):
+        raise CheckpointError(f"{Path(path) / CARD}: not a snapshot card (no snapshot entry)")
+    return info
 
 
 def list_snapshots(ckpt_dir: str | os.PathLike) -> list[dict]:
