@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from seq2seq import figures, figures_step
+from seq2seq import figures
 from seq2seq.decoding import token_diff
 from seq2seq.translate import MAX_ALPHA, MAX_BEAM, MAX_COVERAGE
 
@@ -142,7 +142,7 @@ def _greedy_comparison(result, greedy, width: int, font_size: int) -> None:
         st.caption("Width 1 is greedy decoding: there is nothing to compare.")
         return
     diff = token_diff(greedy.output_tokens, result.output_tokens)
-    st.plotly_chart(figures_step.token_diff_figure(diff, "greedy", f"beam {width}", font_size=font_size),
+    st.plotly_chart(figures.token_diff_figure(diff, "greedy", f"beam {width}", font_size=font_size),
                     config=PLOTLY_CONFIG, key="beam.diff")
     n = differing_positions(diff)
     if n:

@@ -1,6 +1,6 @@
 """The "Inside one step" and "Attention vs attribution" tabs of the Translate and Reverse
 pages, and the classroom's "Guess first" game. Widgets only: the arithmetic is
-seq2seq/step_detail.py and seq2seq/attribution.py, the figures seq2seq/figures_step.py and
+seq2seq/step_detail.py and seq2seq/attribution.py, the figures seq2seq/figures.py and
 seq2seq/figures.py."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import string
 import numpy as np
 import streamlit as st
 
-from seq2seq import figures, figures_step
+from seq2seq import figures
 from seq2seq.attribution import METHOD_LABELS, ablate_attention, attribution_report, MAX_ATTRIBUTION_TOKENS
 from seq2seq.step_detail import explain_step
 
@@ -79,12 +79,12 @@ def render_step_tab(task: str, translator, result, settings: dict) -> None:
         c[0].metric("|context|", f"{detail.context_norm:.3f}")
         c[1].metric("|decoder input|", f"{detail.input_norm:.3f}")
         c[2].metric("|decoder state|", f"{detail.state_norm:.3f}")
-        fig = figures_step.fixed_context_figure(detail.context, detail.input_norm, detail.state_norm, step=step,
+        fig = figures.fixed_context_figure(detail.context, detail.input_norm, detail.state_norm, step=step,
                                                 font_size=font)
         st.plotly_chart(figures.with_palette(fig, settings["palette"]), config=settings["plotly_config"],
                         key=f"{task}.inside.context")
         st.caption(f"The output layer reads {detail.output_reads_label} ({len(detail.output_reads)} numbers).")
-    st.plotly_chart(figures_step.topk_figure([itos[i] for i in detail.topk_ids], detail.topk_probs,
+    st.plotly_chart(figures.topk_figure([itos[i] for i in detail.topk_ids], detail.topk_probs,
                                              chosen=itos[detail.chosen_id], font_size=font),
                     config=settings["plotly_config"], key=f"{task}.inside.topk")
 
@@ -99,7 +99,7 @@ def render_attention_arithmetic(task, detail, src, unk, result, step, settings) 
     st.caption("Recomputed from the model's weights:")
     st.code(f"{formula}\na = softmax(e) over the real source tokens (padding excluded: weight 0)\n"
             f"c = Σ a_i h_i\nthe output layer reads {detail.output_reads_label}", language=None)
-    fig = figures_step.step_energy_figure(src, detail.energies, detail.weights, detail.included, step=step,
+    fig = figures.step_energy_figure(src, detail.energies, detail.weights, detail.included, step=step,
                                           source_unknown=unk, font_size=font)
     guess = guesses_for(task, result).get(step)
     if guess is not None:
@@ -112,7 +112,7 @@ def render_attention_arithmetic(task, detail, src, unk, result, step, settings) 
     if all(detail.included):
         st.caption("One sentence has no padding: every source token is in the softmax. In a padded batch the "
                    "padding positions get weight 0 (shown gray in the figure).")
-    st.plotly_chart(figures_step.context_contribution_figure(src, detail.contributions, detail.contribution_norms,
+    st.plotly_chart(figures.context_contribution_figure(src, detail.contributions, detail.contribution_norms,
                                                              detail.context_norm, source_unknown=unk,
                                                              font_size=font),
                     config=settings["plotly_config"], key=f"{task}.inside.context")
@@ -202,6 +202,18 @@ def _as_key(matrix) -> tuple:
     return tuple(tuple(float(x) for x in row) for row in np.asarray(matrix, dtype=float))
 
 
+def _roomy_panels(fig, source_tokens: list[str], font_size: int):
+    """Panels side by side are narrow: slant the source ticks and lift the panel titles above
+    them, so neither runs into the other (seen in projector mode)."""
+    longest = max((len(figures.esc(t)) for t in source_tokens), default=1)
+    lift = int(0.71 * 0.6 * font_size * min(longest, 30) + 1.5 * font_size) if len(source_tokens) > 2 else \
+        int(1.6 * font_size)
+    fig.update_xaxes(tickangle=-45 if len(source_tokens) > 2 else 0)
+    fig.update_annotations(yshift=lift)
+    fig.update_layout(margin_t=(fig.layout.margin.t or 60) + lift, height=(fig.layout.height or 400) + lift)
+    return fig
+
+
 def render_attribution_tab(task: str, entry: dict, translator, result, text: str, settings: dict) -> None:
     import pandas as pd
 
@@ -232,9 +244,10 @@ def render_attribution_tab(task: str, entry: dict, translator, result, text: str
     panels = ([("attention", np.asarray(result.alignment)[:rows, :cols])] if attention else []) + \
              [(METHOD_LABELS[m], r.matrix) for m, r in reports.items()]
     rho = {METHOD_LABELS[m]: r.spearman_with_attention for m, r in reports.items() if r.spearman_with_attention}
-    fig = figures_step.attribution_comparison_figure(src, outs, panels, spearman=rho or None,
+    fig = figures.attribution_comparison_figure(src, outs, panels, spearman=rho or None,
                                                      source_unknown=result.source.unknown[:cols],
                                                      font_size=settings["font_size"])
+    fig = _roomy_panels(fig, src, settings["font_size"])
     st.plotly_chart(figures.with_palette(fig, settings["palette"]), config=settings["plotly_config"],
                     key=f"{task}.attr.fig")
     if not attention:
@@ -278,7 +291,7 @@ def render_attribution_tab(task: str, entry: dict, translator, result, text: str
     st.caption("Output with attention ablated")
     st.code(translator.display_text(ablated) if ablated else "(the model wrote nothing)", language=None,
             wrap_lines=True)
-    st.plotly_chart(figures_step.token_diff_figure(ab.diff(normal_ids, itos), reference_label="normal",
+    st.plotly_chart(figures.token_diff_figure(ab.diff(normal_ids, itos), reference_label="normal",
                                                    other_label="ablated", font_size=settings["font_size"]),
                     config=settings["plotly_config"], key=f"{task}.attr.diff")
     st.caption("The output did not change." if not ab.changed(normal_ids) else

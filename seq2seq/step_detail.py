@@ -14,7 +14,7 @@ t-1, and step t is then rebuilt from the weight matrices with the pure functions
 
 The recomputed weights equal the decoder's own attention row (within 1e-6) and the top-k
 its candidates at that step (tests/test_step_detail.py). Everything returned is plain
-numbers and lists, for a page to draw (seq2seq/figures_step.py) or the CLI to print."""
+numbers and lists, for a page to draw (seq2seq/figures.py) or the CLI to print."""
 from __future__ import annotations
 
 import contextlib

@@ -195,7 +195,7 @@ def test_cli_attribution_without_attention_and_bad_method():
 
 
 def test_comparison_and_diff_figures():
-    from seq2seq import figures_step
+    from seq2seq import figures as figures_step
     from seq2seq.decoding import token_diff
 
     att = np.array([[0.9, 0.1], [0.2, 0.8]])

@@ -165,7 +165,7 @@ def test_cli_step_errors_are_one_line(args, fragment):
 
 
 def test_step_figures_escape_tokens_and_show_padding_excluded():
-    from seq2seq import figures_step
+    from seq2seq import figures as figures_step
 
     tokens = ["<b>x</b>", "der", "der", "<pad>"]
     fig = json.loads(figures_step.step_energy_figure(tokens, [0.5, 1.0, 1.0, 3.0], [0.2, 0.4, 0.4, 0.0],
