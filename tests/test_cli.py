@@ -94,7 +94,7 @@ def test_translate_with_a_snapshot(tmp_path):
 
 
 def test_translate_snapshot_missing_is_one_line_naming_the_command():
-    proc = run("-m", "seq2seq.translate", str(REVERSE_CK), "abc", "--snapshot", "3")
+    proc = run("-m", "seq2seq.translate", str(REVERSE_CK), "abc", "--snapshot", "99")
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
     assert "no such snapshot" in proc.stderr and "--snapshots" in proc.stderr
     bad = run("-m", "seq2seq.translate", str(REVERSE_CK), "abc", "--snapshot", "-1")
