@@ -407,7 +407,6 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", type=device_arg)
     p.add_argument("--json", action="store_true", help="print the file's content on stdout")
     args = p.parse_args(argv)
-    torch.set_grad_enabled(False)
     device = torch.device(args.device)
     ck = load_checkpoint(args.checkpoint, device)
     out = Path(args.out) if args.out else ck.path / corpus_filename(args.split)

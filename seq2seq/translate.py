@@ -228,7 +228,6 @@ def main(argv=None) -> int:
     if (args.step is not None or args.attribution) and not args.json:
         p.error("--step and --attribution add fields to the JSON output: use them with --json")
     try:
-        torch.set_grad_enabled(False)
         tr = load_translator(args.checkpoint, args.snapshot)
         result = tr.translate(args.text, beam=args.beam, prefix=args.prefix, topk=max(1, args.topk),
                               alpha=args.alpha, coverage=args.coverage)

@@ -144,13 +144,14 @@ def test_undecodable_argument_bytes_are_read_not_crashed_on():
 # ------------------------------------------------------------------ in-process
 def call(main, argv, capsys):
     """Run a command's main as `python -m` would (through run_main): (status, stderr, stdout)."""
-    grad = torch.is_grad_enabled()          # translate's main switches autograd off
+    grad = torch.is_grad_enabled()
     try:
         status = run_main(main, argv)
     except SystemExit as e:                 # argparse exits by itself
         status = e.code
-    finally:
-        torch.set_grad_enabled(grad)
+    leaked = torch.is_grad_enabled() != grad
+    torch.set_grad_enabled(grad)
+    assert not leaked, "a command's main changed the process's autograd mode"
     captured = capsys.readouterr()
     return status, captured.err, captured.out
 

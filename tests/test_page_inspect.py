@@ -32,7 +32,9 @@ def test_reverse_page_shows_output_heatmap_and_url():
     assert float(at.metric[-1].value) > 0.3 or any(m.label == "diagonality" for m in at.metric)
     assert at.query_params["text"] == ["abc de"] or at.query_params["text"] == "abc de"
     # the step-by-step figure: one frame per decoder step (6 tokens + <eos>)
-    steps = [f for f in plotly_figures(at) if f.get("frames")]
+    # (the During training tab's animation, one frame per snapshot, is the other animated figure)
+    animated = [f for f in plotly_figures(at) if f.get("frames")]
+    steps = [f for f in animated if "snapshot" not in json.dumps(f["frames"][0].get("layout", {}))]
     assert len(steps) == 1 and len(steps[0]["frames"]) == 7
     # the exact-match-by-length chart from the cards is there
     assert at.get("vega_lite_chart")

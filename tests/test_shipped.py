@@ -38,7 +38,7 @@ def test_shipped_checkpoint_loads_and_reproduces_its_sample(path):
         assert out.text == sample["output"]
 
 
-SNAPSHOTTED = sorted({p.parent.parent for p in CK.glob("*/snapshots/*/card.json")})
+SNAPSHOTTED = sorted({p.parents[2] for p in CK.glob("*/snapshots/*/card.json")})
 
 
 @pytest.mark.parametrize("path", SNAPSHOTTED, ids=[p.name for p in SNAPSHOTTED])
