@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .alignment import average_ranks
 from .decoding import greedy_decode, token_diff  # noqa: F401  (token_diff: re-exported)
 from .models import Memory, Seq2Seq
 from .vocab import SOS_ID, UNK_ID
@@ -196,22 +197,6 @@ def gradient_saliency(model: Seq2Seq, src_ids: list[int], step_tokens: list[int]
 
 
 # ------------------------------------------------------------------ comparing with attention
-def average_ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n of a 1-d array, ties sharing their average rank."""
-    x = np.asarray(x, dtype=float)
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x))
-    sorted_x = x[order]
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and sorted_x[j + 1] == sorted_x[i]:
-            j += 1
-        ranks[order[i: j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
 def spearman(a, b) -> float:
     """Spearman's rank correlation of two equal-length vectors (average ranks for ties);
     NaN when either is constant or shorter than 2."""

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .alignment import average_ranks
 from .cli import ArgumentParser, device_arg, run_main
 from .errors import CheckpointError, Seq2SeqError
 
@@ -142,21 +143,6 @@ def sentence_bleus(hyps: list[list[str]], refs: list[list[str]]) -> tuple[list[f
     return scores, str(metric.get_signature())
 
 
-def _ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n, ties given their average rank."""
-    order = np.argsort(x, kind="mergesort")
-    ranks = np.empty(len(x), dtype=np.float64)
-    sorted_x = x[order]
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and sorted_x[j + 1] == sorted_x[i]:
-            j += 1
-        ranks[order[i: j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
 def _pearson(x: np.ndarray, y: np.ndarray) -> float | None:
     dx, dy = x - x.mean(), y - y.mean()
     denom = math.sqrt(float((dx * dx).sum()) * float((dy * dy).sum()))
@@ -171,7 +157,7 @@ def correlation(xs, ys) -> dict:
     if len(pairs) < 2:
         return {"pearson": None, "spearman": None, "n": len(pairs)}
     x, y = np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
-    return {"pearson": _pearson(x, y), "spearman": _pearson(_ranks(x), _ranks(y)), "n": len(pairs)}
+    return {"pearson": _pearson(x, y), "spearman": _pearson(average_ranks(x), average_ranks(y)), "n": len(pairs)}
 
 
 # ------------------------------------------------------------------ decoding a split
