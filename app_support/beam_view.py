@@ -16,7 +16,7 @@ from seq2seq.decoding import token_diff
 from seq2seq.translate import MAX_ALPHA, MAX_BEAM, MAX_COVERAGE
 
 from .common import (EXAMPLES, get_translator, guarded, init_state, model_entries, model_label, save_state, set_url,
-                     show_source_notes, sidebar_settings, text_with_examples, translate_cached)
+                     show_source_notes, sidebar_settings, text_with_examples, translate_cached, translator_for_page)
 from .constants import PLOTLY_CONFIG, TASKS, default_model
 
 DEFAULT_WIDTH = 3
@@ -117,13 +117,7 @@ def _controls(entries: list[dict]) -> tuple[dict, str, int, float, float]:
 
 def _decode(entry: dict, text: str, width: int, topk: int, alpha: float, coverage: float):
     """(translator, beam result, greedy result) or None, with what is in the way shown."""
-    if entry["error"]:
-        st.error(f"This model cannot be used: {entry['error']}")
-        return None
-    if not text.strip():
-        st.info("Type something above, or pick an example.")
-        return None
-    translator = guarded(get_translator, entry["path"])
+    translator = translator_for_page(entry, text)
     if translator is None:
         return None
     result = guarded(beam_cached, entry["path"], text, width, topk, alpha, coverage)

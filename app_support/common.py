@@ -231,17 +231,23 @@ def show_source_notes(source) -> None:
         st.text(" · ".join(dict.fromkeys(unknown)))
 
 
-def decode_for_page(entry: dict, text: str, beam: int, topk: int, prefix: str = "", return_tree: bool = False):
-    """From a page's controls to a result: says what is in the way (an unusable model,
-    nothing typed, bad input) and returns None, else (translator, result) with the input's
-    notices (truncation, unknown tokens) already shown."""
+def translator_for_page(entry: dict, text: str):
+    """The model's translator, or None with what is in the way shown (an unusable model,
+    nothing typed, a model that fails to load)."""
     if entry["error"]:
         st.error(f"This model cannot be used: {entry['error']}")
         return None
     if not text.strip():
         st.info("Type something above, or pick an example.")
         return None
-    translator = guarded(get_translator, entry["path"])
+    return guarded(get_translator, entry["path"])
+
+
+def decode_for_page(entry: dict, text: str, beam: int, topk: int, prefix: str = "", return_tree: bool = False):
+    """From a page's controls to a result: says what is in the way (an unusable model,
+    nothing typed, bad input) and returns None, else (translator, result) with the input's
+    notices (truncation, unknown tokens) already shown."""
+    translator = translator_for_page(entry, text)
     if translator is None:
         return None
     result = guarded(translate_cached, entry["path"], text, beam, topk, return_tree=return_tree, prefix=prefix)

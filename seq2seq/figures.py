@@ -174,6 +174,26 @@ def snapshot_title(snap: dict) -> str:
             f"step {snap.get('step')}, epoch {snap.get('epoch')}, {esc(str(snap.get('metric', 'metric')))} {value}")
 
 
+def play_controls(labels: list[str], prefix: str, frame_ms: int, below: float, plot_h: float,
+                  buttons_h: float) -> dict:
+    """Layout for an animated figure's controls, laid out in pixels under the plot: a row
+    with play and pause, then a full-width slider with one step per frame (frames named
+    "0", "1", ...). `below` is the space the x-axis labels take under the plot."""
+    frame_args = dict(mode="immediate", frame=dict(duration=0, redraw=True), transition=dict(duration=0))
+    return dict(
+        updatemenus=[dict(type="buttons", direction="left", showactive=False, x=0, xanchor="left",
+                          y=-below / plot_h, yanchor="top", pad=dict(t=0, b=0, l=0, r=0),
+                          buttons=[dict(label="▶ play", method="animate",
+                                        args=[None, dict(frame=dict(duration=frame_ms, redraw=True), fromcurrent=True,
+                                                         transition=dict(duration=0))]),
+                                   dict(label="❚❚ pause", method="animate",
+                                        args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")])])],
+        sliders=[dict(active=0, x=0, xanchor="left", len=1.0, y=-(below + buttons_h + 10) / plot_h, yanchor="top",
+                      pad=dict(t=0, b=0, l=0, r=0), currentvalue=dict(prefix=prefix),
+                      steps=[dict(label=label, method="animate", args=[[str(i)], frame_args])
+                             for i, label in enumerate(labels)])])
+
+
 def snapshot_animation(source_tokens: list[str], snapshots: list[dict], source_unknown: list[bool] | None = None,
                        ideal_antidiagonal: bool = False, font_size: int = 14, colorscale: str | None = None) -> go.Figure:
     """The same input decoded by each snapshot of a training run, as an animation: one frame
@@ -237,19 +257,8 @@ def snapshot_animation(source_tokens: list[str], snapshots: list[dict], source_u
         **layout(snapshots[0], first_labels), height=top + plot_h + bottom, plot_bgcolor="white",
         xaxis=dict(tickmode="array", tickvals=list(range(S)), ticktext=src_labels, side="top",
                    tickangle=-45 if slant else 0, title=dict(text="source"), showgrid=False, range=[-0.5, S - 0.5]),
-        updatemenus=[dict(type="buttons", direction="left", showactive=False, x=0, xanchor="left",
-                          y=-below / plot_h, yanchor="top", pad=dict(t=0, b=0, l=0, r=0),
-                          buttons=[dict(label="▶ play", method="animate",
-                                        args=[None, dict(frame=dict(duration=1200, redraw=True), fromcurrent=True,
-                                                         transition=dict(duration=0))]),
-                                   dict(label="❚❚ pause", method="animate",
-                                        args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")])])],
-        sliders=[dict(active=0, x=0, xanchor="left", len=1.0, y=-(below + buttons_h + 10) / plot_h, yanchor="top",
-                      pad=dict(t=0, b=0, l=0, r=0), currentvalue=dict(prefix="snapshot "),
-                      steps=[dict(label=f"{int(s.get('index', i)):02d}", method="animate",
-                                  args=[[str(i)], dict(mode="immediate", frame=dict(duration=0, redraw=True),
-                                                       transition=dict(duration=0))])
-                             for i, s in enumerate(snapshots)])])
+        **play_controls([f"{int(s.get('index', i)):02d}" for i, s in enumerate(snapshots)], "snapshot ", 1200,
+                        below, plot_h, buttons_h))
     fig = apply_fonts(fig, font_size, top=top)
     fig.update_layout(margin=dict(b=bottom), title_pad_t=8 + font_sizes(f)["title"])
     return fig
@@ -317,18 +326,7 @@ def step_figure(source_tokens: list[str], steps: list[dict], step_matrix, kind: 
         yaxis=dict(range=[0, 1.05] if kind == "attention" else [0, float(A.max()) * 1.05 + 1e-9], title=dict(text="weight")),
         xaxis2=dict(range=[0, 1.05], title=dict(text="probability"), automargin=False),
         yaxis2=dict(autorange="reversed", showticklabels=False),
-        updatemenus=[dict(type="buttons", direction="left", showactive=False, x=0, xanchor="left",
-                          y=-below / plot_h, yanchor="top", pad=dict(t=0, b=0, l=0, r=0),
-                          buttons=[dict(label="▶ play", method="animate",
-                                        args=[None, dict(frame=dict(duration=900, redraw=True), fromcurrent=True,
-                                                         transition=dict(duration=0))]),
-                                   dict(label="❚❚ pause", method="animate",
-                                        args=[[None], dict(frame=dict(duration=0, redraw=False), mode="immediate")])])],
-        sliders=[dict(active=0, x=0, xanchor="left", len=1.0, y=-(below + buttons_h + 10) / plot_h, yanchor="top",
-                      pad=dict(t=0, b=0, l=0, r=0), currentvalue=dict(prefix="step "),
-                      steps=[dict(label=str(t + 1), method="animate",
-                                  args=[[str(t)], dict(mode="immediate", frame=dict(duration=0, redraw=True),
-                                                       transition=dict(duration=0))]) for t in range(len(steps))])])
+        **play_controls([str(t + 1) for t in range(len(steps))], "step ", 900, below, plot_h, buttons_h))
     fig = apply_fonts(fig, font_size, top=top)
     fig.update_annotations(font_size=font_sizes(f)["label"])          # the subplot titles
     # a two-line title anchored at the top is drawn a line too high by Plotly: one line lower
