@@ -17,7 +17,7 @@ from seq2seq.translate import MAX_ALPHA, MAX_BEAM, MAX_COVERAGE
 
 from .common import (EXAMPLES, get_translator, guarded, init_state, model_entries, model_label, save_state, set_url,
                      show_source_notes, sidebar_settings, text_with_examples, translate_cached, translator_for_page)
-from .constants import PLOTLY_CONFIG, TASKS, default_model
+from .constants import TASKS, default_model
 
 DEFAULT_WIDTH = 3
 DEFAULT_ALPHA, DEFAULT_COVERAGE = 1.0, 0.0
@@ -130,14 +130,15 @@ def _decode(entry: dict, text: str, width: int, topk: int, alpha: float, coverag
     return translator, result, greedy
 
 
-def _greedy_comparison(result, greedy, width: int, font_size: int) -> None:
+def _greedy_comparison(result, greedy, width: int, settings: dict) -> None:
     st.subheader("Beam against greedy")
     if width == 1:
         st.caption("Width 1 is greedy decoding: there is nothing to compare.")
         return
     diff = token_diff(greedy.output_tokens, result.output_tokens)
-    st.plotly_chart(figures.token_diff_figure(diff, "greedy", f"beam {width}", font_size=font_size),
-                    config=PLOTLY_CONFIG, key="beam.diff")
+    # categorical colours (changed / only in one), not a scale: the palette does not apply
+    st.plotly_chart(figures.token_diff_figure(diff, "greedy", f"beam {width}", font_size=settings["font_size"]),
+                    config=settings["plotly_config"], key="beam.diff")
     n = differing_positions(diff)
     if n:
         st.caption(f"{n} position(s) differ (highlighted). Greedy's log P {greedy.log_prob:.2f}, "
@@ -146,7 +147,7 @@ def _greedy_comparison(result, greedy, width: int, font_size: int) -> None:
         st.caption("Beam search and greedy decoding wrote the same tokens.")
 
 
-def _n_best(result, translator, font_size: int) -> None:
+def _n_best(result, translator, settings: dict) -> None:
     st.subheader("Final hypotheses")
     st.dataframe(final_hypotheses(result.n_best), hide_index=True, key="beam.hypotheses",
                  column_config={"score": st.column_config.NumberColumn(format="%.3f"),
@@ -162,9 +163,11 @@ def _n_best(result, translator, font_size: int) -> None:
         with tab:
             st.text(h.text if h.output_tokens else "(empty output)")
             st.plotly_chart(figures.alignment_heatmap(result.source.tokens, h.output_tokens, h.attention,
-                                                      source_unknown=result.source.unknown, font_size=font_size,
-                                                      title=f"Hypothesis {h.rank}: attention"),
-                            config=PLOTLY_CONFIG, key=f"beam.heatmap.{h.rank}")
+                                                      source_unknown=result.source.unknown,
+                                                      font_size=settings["font_size"],
+                                                      title=f"Hypothesis {h.rank}: attention",
+                                                      colorscale=figures.palette_scale(settings["palette"])),
+                            config=settings["plotly_config"], key=f"beam.heatmap.{h.rank}")
 
 
 def render_beam_search() -> None:
@@ -190,9 +193,9 @@ def render_beam_search() -> None:
 
     st.plotly_chart(figures.beam_tree_figure(result.beam_tree, translator.ckpt.tgt_vocab.itos,
                                              font_size=settings["font_size"]),
-                    config=PLOTLY_CONFIG, key="beam.tree")
+                    config=settings["plotly_config"], key="beam.tree")
     st.caption("Each column is a decoder step, each row a beam slot; a line joins a hypothesis to the one it "
                "extends. Hover a node for its score, what beam search ranks by. A hypothesis that ended "
                "(■ = <eos>) keeps its score and its slot until the search stops.")
-    _greedy_comparison(result, greedy, width, settings["font_size"])
-    _n_best(result, translator, settings["font_size"])
+    _greedy_comparison(result, greedy, width, settings)
+    _n_best(result, translator, settings)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import traceback
 from pathlib import Path
 from typing import Any, Callable
@@ -200,6 +201,32 @@ def plotly_config(image_format: str = "png") -> dict:
     if image_format == "svg":
         options.pop("scale", None)          # a vector drawing has no pixel scale
     return dict(PLOTLY_CONFIG, toImageButtonOptions=options)
+
+
+# ------------------------------------------------------------------ Altair charts with downloads
+def file_slug(*parts: str) -> str:
+    """A download's file name from plain words: letters, digits, dot, dash and underscore only."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(("attention-lab", *parts))).strip("-")
+
+
+def show_altair(chart, key: str, name: str, **kwargs) -> None:
+    """An Altair chart with both downloads: PNG from the chart's own toolbar (Streamlit's
+    "Download as PNG"), SVG from a button under it (file `name`.svg), drawn on the server
+    only when clicked (Streamlit 1.67 offers Vega-Lite charts no SVG: the vega-embed menu is
+    off and `usermeta.embedOptions` cannot bring its actions back). `kwargs` go to
+    st.altair_chart."""
+    from seq2seq import figures        # the chart builders load only with the first chart
+
+    st.altair_chart(chart, key=key, **kwargs)
+    if figures.can_export_svg():
+        st.download_button("Download this chart as SVG", data=lambda: figures.chart_svg(chart),
+                           file_name=f"{name}.svg", mime="image/svg+xml", on_click="ignore", key=f"{key}.svg",
+                           icon=":material/download:",
+                           help="A vector drawing, sharp at any size, for slides and print. The chart's toolbar "
+                                "(top right, on hover) saves a PNG.")
+    else:
+        st.caption("SVG download needs the vl-convert-python package (pip install -r requirements.txt); "
+                   "the chart's toolbar saves a PNG.")
 
 
 # ------------------------------------------------------------------ errors

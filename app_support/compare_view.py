@@ -11,7 +11,7 @@ from seq2seq.report import TUTORIAL_REFERENCE
 from .cards import number, trained_on
 from .common import (guarded, init_state, model_entries, save_state, set_url, show_source_notes, sidebar_settings,
                      text_with_examples, translate_cached)
-from .constants import ARCH_LABELS, EXAMPLES, PLOTLY_CONFIG, TASK_LABELS, TASKS
+from .constants import ARCH_LABELS, EXAMPLES, TASK_LABELS, TASKS
 
 GRID_COLUMNS = 2
 REFERENCE_SOURCE = "tutorial (reference)"
@@ -57,11 +57,14 @@ def heatmap_title(model_name: str, kind: str) -> str:
     return f"{model_name}: " + ("attention" if kind == "attention" else "saliency, not attention")
 
 
-def compare_heatmap(model_name: str, result, task: str, font_size: int):
+def compare_heatmap(model_name: str, result, task: str, font_size: int, palette: str | None = None):
+    """One model's alignment heatmap; `palette` (a sidebar choice: default, viridis, cividis)
+    recolours it, "default"/None keeps attention blue and saliency orange."""
     fig = figures.alignment_heatmap(result.source.tokens, result.output_tokens, result.alignment,
                                     kind=result.alignment_kind, source_unknown=result.source.unknown,
                                     ideal_antidiagonal=(task == "reverse"), font_size=font_size,
-                                    title=heatmap_title(model_name, result.alignment_kind))
+                                    title=heatmap_title(model_name, result.alignment_kind),
+                                    colorscale=figures.palette_scale(palette))
     return fig
 
 
@@ -109,8 +112,8 @@ def _model_cell(entry: dict, text: str, task: str, settings: dict) -> None:
         if result.alignment_kind == "saliency":
             st.info("No attention in this architecture: the heatmap is gradient saliency (how much each source "
                     "token moved each output score), not attention.")
-        st.plotly_chart(compare_heatmap(entry["name"], result, task, settings["font_size"]), config=PLOTLY_CONFIG,
-                        key=f"compare.heatmap.{entry['name']}")
+        st.plotly_chart(compare_heatmap(entry["name"], result, task, settings["font_size"], settings["palette"]),
+                        config=settings["plotly_config"], key=f"compare.heatmap.{entry['name']}")
 
 
 def render_compare() -> None:

@@ -15,7 +15,8 @@ from seq2seq.corpus import (ATTENTION_COLUMNS, DEFINITIONS, ORDERS, STATISTICS, 
                             correlation, long_frame, read_corpus_file, sorted_rows, summary)
 from seq2seq.errors import Seq2SeqError
 
-from .common import ARCH_LABELS, guarded, init_state, model_entries, save_state, sidebar_settings
+from .common import (ARCH_LABELS, file_slug, guarded, init_state, model_entries, save_state, show_altair,
+                     sidebar_settings)
 
 SPLIT = "test2016"
 TRANSLATE_PAGE = "translate"          # the Translate page's URL path (pages/translate.py)
@@ -95,8 +96,9 @@ def _distributions(ready: list[dict], font_size: int) -> None:
         st.info("No model with attention has a statistics file, so this statistic has nothing to show.")
         return
     tidy = long_frame(frames, stat)
-    st.altair_chart(figures.statistic_histograms(tidy, f"{STATISTICS[stat]} per sentence, {SPLIT}",
-                                                 STATISTICS[stat], font_size=font_size), key="test_set.hist")
+    show_altair(figures.statistic_histograms(tidy, f"{STATISTICS[stat]} per sentence, {SPLIT}",
+                                             STATISTICS[stat], font_size=font_size), "test_set.hist",
+                file_slug(SPLIT, stat, "histograms"))
     if stat in ATTENTION_COLUMNS and len(frames) < len(ready):
         st.caption("Models without attention are left out of this statistic.")
 
@@ -118,10 +120,10 @@ def _scatter(ready: list[dict], font_size: int) -> None:
     cols[0].metric("Pearson r", "n/a" if corr["pearson"] is None else f"{corr['pearson']:.3f}")
     cols[1].metric("Spearman ρ", "n/a" if corr["spearman"] is None else f"{corr['spearman']:.3f}")
     cols[2].metric("sentences", corr["n"])
-    st.altair_chart(figures.statistic_scatter(df, stat, "bleu", STATISTICS[stat], STATISTICS["bleu"],
-                                              f"{name}: {STATISTICS[stat]} against sentence BLEU",
-                                              font_size=font_size), width="stretch",
-                    key="test_set.scatter")
+    show_altair(figures.statistic_scatter(df, stat, "bleu", STATISTICS[stat], STATISTICS["bleu"],
+                                          f"{name}: {STATISTICS[stat]} against sentence BLEU",
+                                          font_size=font_size), "test_set.scatter",
+                file_slug(SPLIT, name, stat, "against-bleu"), width="stretch")
 
 
 def _table(ready: list[dict]) -> None:

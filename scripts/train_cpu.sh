@@ -8,18 +8,19 @@
 #
 #   bash scripts/train_cpu.sh translate-bahdanau     # one model (the names below), or
 #   bash scripts/train_cpu.sh all                    # every one, two at a time
+#   THREADS=2 RESUME=1 bash scripts/train_cpu.sh translate-gru   # both cores; continue a killed run
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 DATA=${DATA:-../shared/data/multi30k}
 CACHE=${CACHE:-cache/multi30k-tokens.json.gz}
-export OMP_NUM_THREADS=1
+export OMP_NUM_THREADS=${THREADS:-1}
 mkdir -p runs/logs runs/out
 tr="--task translate --data-dir $DATA --cache $CACHE --emb 128 --hidden 256 --attn-dim 128 \
   --tie-embeddings --dropout 0.3 --label-smoothing 0.1 --half --device cpu"
 rev="--task reverse --min-len 1 --max-len 40 --train-size 40000 --lr 3e-3 --device cpu"
 train() { local name=$1; shift; $PY -m seq2seq.train --out "runs/out/$name" --state-dir "runs/$name" "$@" \
-  >> "runs/logs/$name.log" 2>&1; }
+  ${RESUME:+--resume} >> "runs/logs/$name.log" 2>&1; }
 finish() { local name=$1; rm -rf "checkpoints/$name.new" && cp -r "runs/out/$name" "checkpoints/$name.new" \
   && $PY -m seq2seq.snapshots "checkpoints/$name.new" --max-mib 15 \
   && rm -rf "checkpoints/$name" && mv "checkpoints/$name.new" "checkpoints/$name"; }
@@ -45,6 +46,12 @@ case "${1:-all}" in
   reverse-bahdanau) reverse_model bahdanau --epochs 9 --patience 5 --snapshots ;;  # val exact match 1.0 from epoch 4; ended at 9
   reverse-gru) reverse_model gru --layers 2 ;;
   reverse-lstm) reverse_model lstm --layers 2 ;;
+  # the teacher-forcing study at full scale (results in checkpoints/sweeps/SWEEP.json, rewritten after
+  # every run; RESUME=1 skips the runs already there): 54 reversal runs, 7 + 4 translation runs
+  sweep-reverse) $PY -m seq2seq.sweep reverse --device cpu --jobs "${JOBS:-1}" --threads "${THREADS:-2}" \
+      ${RESUME:+--resume} >> runs/logs/sweep-reverse.log 2>&1 ;;
+  sweep-translate) $PY -m seq2seq.sweep translate --data-dir "$DATA" --cache "$CACHE" --device cpu \
+      --jobs "${JOBS:-1}" --threads "${THREADS:-2}" ${RESUME:+--resume} >> runs/logs/sweep-translate.log 2>&1 ;;
   all)
     (translate_attention bahdanau; translate_plain gru) &
     (translate_attention luong; translate_plain lstm --layers 2) &

@@ -49,6 +49,11 @@ class ModelConfig:
         return _from_dict(cls, data)
 
 
+# "token": a coin for every sequence at every step (the engine's rule, Bengio et al. 2015);
+# "step": one coin per step shared by the whole batch (the PyTorch tutorials' rule).
+COIN_GRANULARITIES = ("token", "step")
+
+
 @dataclass
 class TeacherForcingConfig:
     """Teacher-forcing policy. See seq2seq.schedules for the formulas."""
@@ -57,6 +62,11 @@ class TeacherForcingConfig:
     k: float = 1.0               # linear: start value; exponential: base; inverse_sigmoid: k
     c: float = 0.0               # linear: decrease per training batch
     eps_min: float = 0.0         # linear: floor
+    coin: str = "token"          # token: one coin per sequence and step; step: one per step for the batch
+
+    def __post_init__(self):
+        if self.coin not in COIN_GRANULARITIES:
+            raise ValueError(f"teacher-forcing coin {self.coin!r}; expected one of {COIN_GRANULARITIES}")
 
     def to_dict(self) -> dict:
         return asdict(self)

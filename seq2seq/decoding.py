@@ -209,6 +209,60 @@ def slot_history(tree: list[dict], slot: int) -> list[int]:
     return [tree[t]["tokens"][j] for t, j in slot_path(tree, slot)]
 
 
+@dataclass
+class BeamTrace:
+    """Everything one batched beam search recorded, on the CPU, per sentence b, step t and
+    slot k; the hypotheses and the beam tree are read back from it."""
+    tok: torch.Tensor        # [B, T, K] token chosen into slot k at step t
+    par: torch.Tensor        # [B, T, K] the slot it extends
+    prob: torch.Tensor       # [B, T, K] its log-probability
+    fin: torch.Tensor        # [B, T, K] the slot's hypothesis had already finished before step t
+    topi: torch.Tensor       # [B, T, K, k] candidates of the slot's step (ids)
+    topp: torch.Tensor       # [B, T, K, k] and their probabilities
+    att: np.ndarray | None   # [B, T, K, S] attention, attention models only
+    score: torch.Tensor      # [B, T, K] ranking score after step t (the last: the final one)
+    cum: torch.Tensor        # [B, T, K] cumulative log-probability
+    log_prob: torch.Tensor   # [B, K] final cumulative log-probability
+    final: torch.Tensor      # [B, K] final ranking score
+    winner: torch.Tensor     # [B] slot of the best hypothesis
+
+    @property
+    def steps(self) -> int:
+        return self.tok.size(1)
+
+    def hypothesis(self, b: int, slot: int, src_len: int) -> Hypothesis:
+        """The hypothesis in final `slot` of sentence b, followed back through its parents."""
+        path, j = [], slot                                               # (t, chosen beam, parent beam)
+        for t in range(self.steps - 1, -1, -1):
+            p = int(self.par[b, t, j])
+            path.append((t, j, p))
+            j = p
+        path.reverse()
+        path = [(t, j, p) for t, j, p in path if not self.fin[b, t, j]]  # drop frozen <pad> steps
+        steps = [int(self.tok[b, t, j]) for t, j, p in path]
+        done = bool(steps and steps[-1] == EOS_ID)
+        return Hypothesis(
+            tokens=steps[:-1] if done else steps,
+            log_prob=float(self.log_prob[b, slot]), score=float(self.final[b, slot]),
+            finished=done, step_tokens=steps,
+            step_probs=[float(self.prob[b, t, j].exp()) for t, j, p in path],
+            topk_ids=[self.topi[b, t, p].tolist() for t, j, p in path],
+            topk_probs=[self.topp[b, t, p].tolist() for t, j, p in path],
+            attention=None if self.att is None else np.stack([self.att[b, t, p, :src_len] for t, j, p in path])
+            if path else np.zeros((0, src_len), dtype=np.float32),
+            beam_slot=slot)
+
+    def tree(self, b: int) -> list[dict]:
+        return [{"tokens": self.tok[b, t].tolist(), "parents": self.par[b, t].tolist(),
+                 "scores": self.score[b, t].tolist(), "log_probs": self.cum[b, t].tolist(),
+                 "finished": self.fin[b, t].tolist()} for t in range(self.steps)]
+
+    def ranked_slots(self, b: int) -> list[int]:
+        """Every filled slot, best first; equal scores keep slot order, so the winner leads."""
+        filled = [j for j in range(self.final.size(1)) if math.isfinite(float(self.final[b, j]))]
+        return sorted(filled, key=lambda j: -float(self.final[b, j]))
+
+
 @inference_path
 def beam_search(model: Seq2Seq, src, src_lens, beam: int = 5, max_len: int | None = None,
                 topk: int = 5, alpha: float = 1.0, coverage: float = 0.0,
@@ -223,13 +277,26 @@ def beam_search(model: Seq2Seq, src, src_lens, beam: int = 5, max_len: int | Non
     result itself)."""
     if beam < 1:
         raise ValueError("beam width must be at least 1")
+    trace = _search(model, src, src_lens, beam, max_len or model.cfg.max_out_len, topk, alpha, coverage, prefix)
+    hyps = []
+    for b, src_len in enumerate(_source_lengths(src_lens)):
+        hyp = trace.hypothesis(b, int(trace.winner[b]), src_len)
+        if return_tree:
+            hyp.beam_tree = trace.tree(b)
+            hyp.n_best = [hyp if j == hyp.beam_slot else trace.hypothesis(b, j, src_len)
+                          for j in trace.ranked_slots(b)]
+        hyps.append(hyp)
+    return hyps
+
+
+def _search(model: Seq2Seq, src, src_lens, K: int, max_len: int, topk: int, alpha: float, coverage: float,
+            prefix: list[list[int]] | None) -> BeamTrace:
+    """The search itself: K slots per sentence, every step's choices recorded."""
     # width 1 is greedy decoding whatever the knobs (the coverage penalty, which weighs ending,
     # would otherwise make it differ from greedy_decode)
-    use_coverage = bool(coverage) and model.has_attention and beam > 1
+    use_coverage = bool(coverage) and model.has_attention and K > 1
     device = src.device
-    batch, K = src.size(0), beam
-    V = model.cfg.tgt_vocab_size
-    max_len = max_len or model.cfg.max_out_len
+    batch, V = src.size(0), model.cfg.tgt_vocab_size
     memory, state = model.encode(src, src_lens)
     expand = torch.arange(batch, device=device).repeat_interleave(K)   # [B*K]
     memory, state = memory.index_select(expand), reorder_state(state, expand)
@@ -249,8 +316,7 @@ def beam_search(model: Seq2Seq, src, src_lens, beam: int = 5, max_len: int | Non
     frozen[PAD_ID] = 0.0
     ends = torch.zeros(V, device=device)               # 1 at <eos>: where an open hypothesis ends
     ends[EOS_ID] = 1.0
-    hist_tok, hist_parent, hist_prob, hist_topi, hist_topp, hist_attn, hist_score, hist_fin, hist_cum = \
-        [], [], [], [], [], [], [], [], []
+    hist = {name: [] for name in ("tok", "par", "prob", "topi", "topp", "att", "score", "fin", "cum")}
     batch_base = (torch.arange(batch, device=device) * K).unsqueeze(1)   # [B, 1]
     for t in range(max_len):
         logits, state, attn = model.decode_step(prev, state, memory)
@@ -281,16 +347,12 @@ def beam_search(model: Seq2Seq, src, src_lens, beam: int = 5, max_len: int | Non
         was_finished = finished.gather(1, parent)
         finished = was_finished | (token == EOS_ID)
         rows = (batch_base + parent).view(-1)                            # [B*K] flat parent rows
-        hist_tok.append(token)
-        hist_parent.append(parent)
-        hist_prob.append(logp.view(batch * K, V)[rows, token.view(-1)].view(batch, K))
-        hist_topi.append(top_i)
-        hist_topp.append(top_p)
-        hist_score.append(best)
-        hist_cum.append(scores)
-        hist_fin.append(was_finished)
+        for name, value in (("tok", token), ("par", parent), ("topi", top_i), ("topp", top_p), ("score", best),
+                            ("cum", scores), ("fin", was_finished),
+                            ("prob", logp.view(batch * K, V)[rows, token.view(-1)].view(batch, K))):
+            hist[name].append(value)
         if attn is not None:
-            hist_attn.append(attn.view(batch, K, -1))
+            hist["att"].append(attn.view(batch, K, -1))
         state = reorder_state(state, rows)
         prev = token.view(-1).masked_fill(was_finished.view(-1), PAD_ID)
         if bool(finished.all()):
@@ -299,56 +361,18 @@ def beam_search(model: Seq2Seq, src, src_lens, beam: int = 5, max_len: int | Non
     # the final ranking; without coverage written out as before (the same floats)
     if use_coverage:     # hypotheses cut at max_len get their penalty now
         final = best + torch.where(finished, torch.zeros_like(best), coverage * coverage_penalty(cov, src_mask))
-        hist_score[-1] = final                          # the tree's last scores are the final ones
+        hist["score"][-1] = final                       # the tree's last scores are the final ones
     else:
         final = scores / lengths.clamp(min=1) ** alpha                   # [B, K]
-    winner = final.argmax(-1)                                            # [B]
-    T = len(hist_tok)
-    tok = torch.stack(hist_tok, 1).cpu()          # [B, T, K]
-    par = torch.stack(hist_parent, 1).cpu()
-    prob = torch.stack(hist_prob, 1).cpu()
-    fin = torch.stack(hist_fin, 1).cpu()          # beam was already finished before step t
-    topi = torch.stack(hist_topi, 1).cpu()        # [B, T, K, k]
-    topp = torch.stack(hist_topp, 1).exp().cpu()
-    att = torch.stack(hist_attn, 1).float().cpu().numpy() if hist_attn else None  # [B, T, K, S]
-    sc = torch.stack(hist_score, 1).cpu()
-    cum = torch.stack(hist_cum, 1).cpu()
-    scores_c, final_c, winner_c = scores.cpu(), final.cpu(), winner.cpu()
 
-    def hypothesis(b: int, slot: int, src_len: int) -> Hypothesis:
-        path, j = [], slot                                               # (t, chosen beam, parent beam)
-        for t in range(T - 1, -1, -1):
-            p = int(par[b, t, j])
-            path.append((t, j, p))
-            j = p
-        path.reverse()
-        path = [(t, j, p) for t, j, p in path if not fin[b, t, j]]       # drop frozen <pad> steps
-        steps = [int(tok[b, t, j]) for t, j, p in path]
-        done = bool(steps and steps[-1] == EOS_ID)
-        return Hypothesis(
-            tokens=steps[:-1] if done else steps,
-            log_prob=float(scores_c[b, slot]), score=float(final_c[b, slot]),
-            finished=done, step_tokens=steps,
-            step_probs=[float(prob[b, t, j].exp()) for t, j, p in path],
-            topk_ids=[topi[b, t, p].tolist() for t, j, p in path],
-            topk_probs=[topp[b, t, p].tolist() for t, j, p in path],
-            attention=None if att is None else np.stack([att[b, t, p, :src_len] for t, j, p in path])
-            if path else np.zeros((0, src_len), dtype=np.float32),
-            beam_slot=slot)
+    def stacked(name):                                  # steps on dim 1: [B, T, K, ...]
+        return torch.stack(hist[name], 1).cpu()
 
-    hyps = []
-    for b, src_len in enumerate(_source_lengths(src_lens)):
-        hyp = hypothesis(b, int(winner_c[b]), src_len)
-        if return_tree:
-            hyp.beam_tree = [{"tokens": tok[b, t].tolist(), "parents": par[b, t].tolist(),
-                              "scores": sc[b, t].tolist(), "log_probs": cum[b, t].tolist(),
-                              "finished": fin[b, t].tolist()} for t in range(T)]
-            # every filled slot, best first; equal scores keep slot order, so the winner leads
-            filled = [j for j in range(K) if math.isfinite(float(final_c[b, j]))]
-            ranked = sorted(filled, key=lambda j: -float(final_c[b, j]))
-            hyp.n_best = [hyp if j == hyp.beam_slot else hypothesis(b, j, src_len) for j in ranked]
-        hyps.append(hyp)
-    return hyps
+    return BeamTrace(tok=stacked("tok"), par=stacked("par"), prob=stacked("prob"), fin=stacked("fin"),
+                     topi=stacked("topi"), topp=stacked("topp").exp(),
+                     att=torch.stack(hist["att"], 1).float().cpu().numpy() if hist["att"] else None,
+                     score=stacked("score"), cum=stacked("cum"), log_prob=scores.cpu(), final=final.cpu(),
+                     winner=final.argmax(-1).cpu())
 
 
 def token_diff(reference: list[str], other: list[str]) -> list[dict]:

@@ -20,6 +20,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
+import torch.nn.functional as F
 
 from .cli import ArgumentParser, device_arg, positive_int, run_main
 from .data import PairDataset, collate, generate_reversal, tokenized_multi30k
@@ -29,7 +30,7 @@ from .models import Seq2Seq
 from .presets import DATA_DIR, EVAL_SEED
 from .threads import set_this_threads_count
 from .text import REVERSE_ALPHABET, display_text
-from .vocab import Vocab
+from .vocab import EOS_ID, PAD_ID, Vocab
 
 
 def teacher_forced_loss(model: Seq2Seq, dataset: PairDataset, device, batch_size: int = 256,
@@ -158,6 +159,55 @@ def evaluate_reversal(model: Seq2Seq, vocab: Vocab, lengths: range, n_per_length
     return {"exact_match_by_length": em, "edit_distance_by_length": ned,
             "accuracy_by_position": {str(p + 1): round(pos_hits[p] / pos_total[p], 4) for p in sorted(pos_total)},
             "n_per_length": n_per_length, "eval_seed": seed, "decoding": {"beam": beam}}
+
+
+def teacher_forced_position_accuracy(model: Seq2Seq, sources: list[list[int]], targets: list[list[int]],
+                                     device, batch_size: int = 256) -> dict[str, float]:
+    """Share of references whose token at output position p (1-based) the teacher-forced
+    argmax matches: the decoder is fed the gold prefix, as in training at ratio 1. The
+    positions are the reference's tokens (not its <eos>), as in the free-running count of
+    `evaluate_reversal` and `sweep.position_accuracy`, so the two curves compare."""
+    model.eval()
+    hits: torch.Tensor | None = None
+    total: torch.Tensor | None = None
+    with model.inference(), torch.inference_mode():
+        for batch in PairDataset(sources, targets).batches(batch_size):
+            batch = batch.to(device)
+            pred = model(batch.src, batch.src_lens, batch.tgt).argmax(-1)      # [B, T-1]
+            gold = batch.tgt[:, 1:]                                            # [B, T-1]
+            real = (gold != PAD_ID) & (gold != EOS_ID)
+            h, n = ((pred == gold) & real).sum(0).cpu(), real.sum(0).cpu()      # [T-1] each
+            if hits is None:
+                hits, total = h, n
+            else:
+                width = max(hits.numel(), h.numel())
+                hits = F.pad(hits, (0, width - hits.numel())) + F.pad(h, (0, width - h.numel()))
+                total = F.pad(total, (0, width - total.numel())) + F.pad(n, (0, width - n.numel()))
+    if hits is None:
+        return {}
+    return {str(p + 1): round(int(hits[p]) / int(total[p]), 4) for p in range(hits.numel()) if int(total[p])}
+
+
+SOURCE_LENGTH_BUCKETS = ((1, 8), (9, 12), (13, 16), (17, 20), (21, None))   # Multi30k: mean about 12
+
+
+def bucket_label(lo: int, hi: int | None) -> str:
+    return f"{lo}-{hi}" if hi is not None else f"{lo}+"
+
+
+def bleu_by_source_length(hyp_tokens: list[list[str]], ref_tokens: list[list[str]], ref_raw: list[str],
+                          source_lengths: list[int], buckets=SOURCE_LENGTH_BUCKETS) -> dict[str, dict]:
+    """Corpus BLEU (both forms) of the sentences whose source length falls in each bucket,
+    with the bucket's sentence count; empty buckets are left out."""
+    out = {}
+    for lo, hi in buckets:
+        idx = [i for i, n in enumerate(source_lengths) if n >= lo and (hi is None or n <= hi)]
+        if idx:
+            scores = bleu_scores([hyp_tokens[i] for i in idx], [ref_tokens[i] for i in idx],
+                                 [ref_raw[i] for i in idx])
+            out[bucket_label(lo, hi)] = {"bleu": scores["bleu"], "sacrebleu": scores["sacrebleu"],
+                                         "sentences": len(idx)}
+    return out
 
 
 def mean_over(by_length: dict, lo: int, hi: int) -> float:

@@ -7,7 +7,7 @@ free-running decoder makes its first mistake; after that it reads a prefix it ne
 training, and errors tend to compound."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -18,7 +18,7 @@ from .decoding import greedy_decode
 from .errors import InputError
 from .models import Seq2Seq
 from .text import tokenize
-from .vocab import EOS, EOS_ID, SOS_ID
+from .vocab import EOS, EOS_ID, SOS_ID, UNK_ID
 
 if TYPE_CHECKING:
     from .translate import SourceInput, Translator
@@ -36,6 +36,7 @@ class Replay:
     free_prob: list[float]        # probability of each free-running token
     divergence: int | None        # first step (0-based) where free-running leaves the gold sequence
     forced_errors: list[int]      # steps where even the teacher-forced argmax is wrong
+    free_gold_prob: list[float] = field(default_factory=list)  # probability of the gold token, own prefix
 
     @property
     def free_matches(self) -> bool:
@@ -62,6 +63,26 @@ def teacher_forced_steps(model: Seq2Seq, src_ids: list[int], gold_ids: list[int]
     return out
 
 
+@torch.inference_mode()
+def free_running_gold_probs(model: Seq2Seq, src_ids: list[int], gold_ids: list[int],
+                            free_ids: list[int]) -> list[float]:
+    """Feed the model its own greedy output `free_ids` (as free-running decoding wrote it)
+    and record, at each step t, the probability it gives gold token t (then <eos>): how
+    much of the reference it still believes in once its own prefix has gone astray. One
+    value per free-running step, up to the gold length plus <eos>."""
+    device = next(model.parameters()).device
+    src = torch.tensor([src_ids], dtype=torch.long, device=device)            # [1, S]
+    memory, state = model.encode(src, torch.tensor([len(src_ids)], dtype=torch.long))
+    targets = list(gold_ids) + [EOS_ID]
+    inputs = [SOS_ID] + list(free_ids)
+    out = []
+    for t in range(min(len(targets), len(free_ids))):
+        prev = torch.tensor([inputs[t]], dtype=torch.long, device=device)     # its own token
+        logits, state, _ = model.decode_step(prev, state, memory)             # [1, V]
+        out.append(float(F.softmax(logits.float(), -1)[0, targets[t]]))
+    return out
+
+
 def replay(model: Seq2Seq, src_ids: list[int], gold_ids: list[int], itos: list[str],
            max_extra: int = 10) -> Replay:
     """Both decodings of one input. The free-running decoder may run `max_extra` steps
@@ -77,7 +98,8 @@ def replay(model: Seq2Seq, src_ids: list[int], gold_ids: list[int], itos: list[s
     return Replay(gold=gold, forced=forced_tokens, forced_prob=[p for _, p, _ in forced],
                   forced_gold_prob=[g for _, _, g in forced], free=free, free_prob=list(hyp.step_probs),
                   divergence=first_divergence(free, gold),
-                  forced_errors=[t for t, (f, g) in enumerate(zip(forced_tokens, gold)) if f != g])
+                  forced_errors=[t for t, (f, g) in enumerate(zip(forced_tokens, gold)) if f != g],
+                  free_gold_prob=free_running_gold_probs(model, src_ids, gold_ids, hyp.step_tokens))
 
 
 def replay_text(translator: Translator, text: str, reference: str | None = None) -> tuple[SourceInput, Replay]:
@@ -97,6 +119,29 @@ def replay_text(translator: Translator, text: str, reference: str | None = None)
             raise InputError("nothing left to read in the reference after tokenizing")
         gold_ids = translator.ckpt.tgt_vocab.encode(gold_tokens)
     return source, replay(translator.model, source.ids, gold_ids, translator.ckpt.tgt_vocab.itos)
+
+
+def replay_tokens(translator: Translator, source_tokens: list[str],
+                  reference_tokens: list[str]) -> tuple[SourceInput, Replay]:
+    """Replay an input that is already tokenized (a corpus file's test sentence: the tokens
+    the model read when it was evaluated), with its reference tokens, without tokenizing
+    either again: (the prepared source, its Replay). The source is cut to max_src_len tokens
+    and the reference to what the model can write, as replay_text does. Raises InputError
+    for an empty source or reference."""
+    from .translate import SourceInput
+
+    tokens = [str(t) for t in source_tokens if str(t).strip()]
+    if not tokens:
+        raise InputError("the sentence is empty: nothing to replay")
+    gold_tokens = [str(t) for t in reference_tokens if str(t).strip()][: translator.cfg.max_out_len - 1]
+    if not gold_tokens:
+        raise InputError("the reference translation is empty: nothing to compare against")
+    n = len(tokens)
+    tokens = tokens[: translator.cfg.max_src_len]
+    ids = translator.ckpt.src_vocab.encode(tokens)
+    source = SourceInput(tokens, ids, [i == UNK_ID for i in ids], n > len(tokens), n)
+    gold_ids = translator.ckpt.tgt_vocab.encode(gold_tokens)
+    return source, replay(translator.model, ids, gold_ids, translator.ckpt.tgt_vocab.itos)
 
 
 def visible(token: str) -> str:
@@ -124,6 +169,7 @@ def replay_rows(r: Replay) -> list[dict]:
             "p(gold | gold prefix)": round(r.forced_gold_prob[t], 4) if t < len(r.forced_gold_prob) else None,
             "free-running": visible(free),
             "p(free token)": round(r.free_prob[t], 4) if t < len(r.free_prob) else None,
+            "p(gold | own prefix)": round(r.free_gold_prob[t], 4) if t < len(r.free_gold_prob) else None,
             "forced ok": (forced == gold) if t < len(r.forced) else None,
             "free ok": (free == gold) if t < len(r.free) and t < len(r.gold) else False,
             "note": note,

@@ -450,49 +450,69 @@ def _strategy_color(order: list[str], legend: bool = True):
                      **({} if legend else {"legend": None}))
 
 
+def _coin_dash(df, legend: bool = True):
+    """Line style by teacher-forcing coin (column `coin`): solid for one coin per token, dashed
+    for one per step (the tutorials' rule), so that policy stands out wherever it is drawn."""
+    import altair as alt
+
+    values = sorted(dict.fromkeys(df["coin"]), key=lambda v: "step" in str(v))      # per token (solid) first
+    return alt.StrokeDash("coin:N", title="coin", scale=alt.Scale(domain=values),
+                          **({} if legend else {"legend": None}))
+
+
+def _with_coin(encoding: dict, df, legend: bool = True) -> dict:
+    return dict(encoding, strokeDash=_coin_dash(df, legend)) if "coin" in df.columns and len(df) else encoding
+
+
 def schedule_chart(df, font_size: int = 14):
     """(step, ratio, strategy, kind) rows -> the teacher-forcing ratio of each strategy over training."""
     import altair as alt
 
     order = list(dict.fromkeys(df["strategy"]))
+    kinds = sorted(dict.fromkeys(df["kind"]), key=lambda k: (k != "decay", k != "constant", k))
     chart = alt.Chart(df).mark_line().encode(
         x=alt.X("step:Q", title="training batch (i)"),
         y=alt.Y("ratio:Q", title="P(feed the gold token)", scale=alt.Scale(domain=[0, 1])),
         color=_strategy_color(order),
-        strokeDash=alt.StrokeDash("kind:N", title="kind", sort=["decay", "constant"]),
+        strokeDash=alt.StrokeDash("kind:N", title="kind", sort=kinds, scale=alt.Scale(domain=kinds)),
         tooltip=["strategy:N", "step:Q", alt.Tooltip("ratio:Q", format=".3f")])
     return apply_fonts(chart.properties(title="Teacher-forcing ratio during training", height=340), font_size)
 
 
 def curves_charts(curves, order: list[str], metric_label: str, font_size: int = 14):
-    """Three charts from per-epoch curves (strategy, epoch, val_loss, metric): the free-running
-    metric against the teacher-forced validation loss (one point per epoch, joined in epoch
-    order), then each against epoch."""
+    """Three charts from per-epoch curves (strategy, epoch, val_loss, metric[, coin]): the
+    free-running metric against the teacher-forced validation loss (one point per epoch,
+    joined in epoch order), then each against epoch. One coin per step (the tutorials'
+    rule) is dashed."""
     import altair as alt
 
     tip = ["strategy:N", "epoch:Q", alt.Tooltip("val_loss:Q", format=".3f"),
            alt.Tooltip("metric:Q", title=metric_label, format=".3f")]
     whole = alt.Axis(tickMinStep=1, format="d")
     base = alt.Chart(curves)
-    against = base.mark_line(point=True).encode(
+    against = base.mark_line(point=True).encode(**_with_coin(dict(
         x=alt.X("val_loss:Q", title="teacher-forced validation loss", scale=alt.Scale(zero=False)),
         y=alt.Y("metric:Q", title=f"free-running {metric_label}"), color=_strategy_color(order), order="epoch:Q",
-        tooltip=tip).properties(title="Free-running quality against teacher-forced loss (each point: an epoch)",
-                                height=340)
-    quiet = _strategy_color(order, legend=False)        # the first chart has the legend
-    loss = base.mark_line(point=True).encode(
+        tooltip=tip), curves)).properties(
+        title="Free-running quality against teacher-forced loss (each point: an epoch)", height=340)
+    quiet = _strategy_color(order, legend=False)        # the first chart has the legends
+    loss = base.mark_line(point=True).encode(**_with_coin(dict(
         x=alt.X("epoch:Q", axis=whole), y=alt.Y("val_loss:Q", title="teacher-forced validation loss"),
-        color=quiet, tooltip=tip).properties(title="Teacher-forced validation loss by epoch", height=280)
-    metric = base.mark_line(point=True).encode(
+        color=quiet, tooltip=tip), curves, legend=False)).properties(
+        title="Teacher-forced validation loss by epoch", height=280)
+    metric = base.mark_line(point=True).encode(**_with_coin(dict(
         x=alt.X("epoch:Q", axis=whole), y=alt.Y("metric:Q", title=f"free-running {metric_label}"),
-        color=quiet, tooltip=tip).properties(title=f"Free-running {metric_label} by epoch", height=280)
+        color=quiet, tooltip=tip), curves, legend=False)).properties(
+        title=f"Free-running {metric_label} by epoch", height=280)
     return tuple(apply_fonts(c, font_size) for c in (against, loss, metric))
 
 
 def final_chart(runs, order: list[str], metric_label: str, font_size: int = 14):
-    """One row per run (arch, strategy, seed, value): mean over seeds (bar), min to max (rule),
-    each seed (dot); one panel per arch. Horizontal bars, so the strategy names stay readable.
-    Failed runs (value missing) are left out."""
+    """One row per run (arch, strategy, seed, value[, coin]): mean over seeds (bar), min to
+    max (rule), each seed (dot; a triangle for one coin per step, the tutorials' rule); one
+    panel per arch. The bar's tooltip gives mean, sample std, min, max and the number of
+    seeds. Horizontal bars, so the strategy names stay readable. Failed runs (value missing)
+    are left out."""
     import altair as alt
 
     ok = runs.dropna(subset=["value"])
@@ -500,28 +520,82 @@ def final_chart(runs, order: list[str], metric_label: str, font_size: int = 14):
     color = _strategy_color(order, legend=False)
     bars = alt.Chart().mark_bar(opacity=0.55).encode(
         y=y, x=alt.X("mean(value):Q", title=f"final free-running {metric_label}"), color=color,
-        tooltip=["strategy:N", alt.Tooltip("mean(value):Q", title="mean", format=".3f")])
+        tooltip=["strategy:N", alt.Tooltip("mean(value):Q", title="mean", format=".3f"),
+                 alt.Tooltip("stdev(value):Q", title="std (sample)", format=".3f"),
+                 alt.Tooltip("min(value):Q", title="min", format=".3f"),
+                 alt.Tooltip("max(value):Q", title="max", format=".3f"),
+                 alt.Tooltip("count(value):Q", title="seeds")])
     spread = alt.Chart().mark_rule(strokeWidth=2, color="black").encode(
         y=y, x="min(value):Q", x2="max(value):Q")
-    seeds = alt.Chart().mark_point(filled=True, size=45, color="black").encode(
-        y=y, x="value:Q", tooltip=["strategy:N", "seed:Q", alt.Tooltip("value:Q", format=".3f")])
+    dots = dict(y=y, x="value:Q", tooltip=["strategy:N", "seed:Q", alt.Tooltip("value:Q", format=".3f")])
+    if "coin" in ok.columns and len(ok):
+        coins = sorted(dict.fromkeys(ok["coin"]), key=lambda v: "step" in str(v))
+        dots["shape"] = alt.Shape("coin:N", title="coin", scale=alt.Scale(domain=coins,
+                                                                          range=["circle", "triangle-up"]))
+    seeds = alt.Chart().mark_point(filled=True, size=45, color="black").encode(**dots)
     chart = alt.layer(bars, spread, seeds, data=ok).properties(height=28 * len(order), width=260).facet(
         column=alt.Column("arch:N", title=None)).properties(
         title=f"Final {metric_label} by strategy (bar: mean over seeds; line: min to max; dots: seeds)")
     return apply_fonts(chart, font_size)
 
 
+EXPOSURE_MODES = ("teacher-forced", "free-running")
+
+
 def position_chart(positions, order: list[str], font_size: int = 14):
-    """(strategy, position, accuracy, min, max) rows -> accuracy by output position."""
+    """(strategy, position, accuracy, min, max[, mode, coin]) rows -> accuracy by output
+    position. With teacher-forced rows (mode), one small panel per strategy with both curves:
+    fed the gold prefix and fed its own output, the gap between them being exposure bias;
+    without them (older files), the free-running curve of every strategy in one chart."""
     import altair as alt
 
-    chart = alt.Chart(positions).mark_line(point=True).encode(
-        x=alt.X("position:Q", title="output position", axis=alt.Axis(tickMinStep=1, format="d")),
-        y=alt.Y("accuracy:Q", title="accuracy (mean over seeds)", scale=alt.Scale(domain=[0, 1])),
-        color=_strategy_color(order), tooltip=["strategy:N", "position:Q", alt.Tooltip("accuracy:Q", format=".3f"),
-                                               alt.Tooltip("min:Q", format=".3f"), alt.Tooltip("max:Q", format=".3f")])
+    x = alt.X("position:Q", title="output position", axis=alt.Axis(tickMinStep=1, format="d"))
+    tip = ["strategy:N", "position:Q", alt.Tooltip("accuracy:Q", format=".3f"),
+           alt.Tooltip("min:Q", format=".3f"), alt.Tooltip("max:Q", format=".3f")]
+    if "mode" in positions.columns and (positions["mode"] == "teacher-forced").any():
+        data = positions.assign(panel=positions["strategy"])
+        if "coin" in data.columns:         # the panel's title marks the tutorials' rule
+            step = data["coin"].astype(str).str.contains("step")
+            data.loc[step, "panel"] = data.loc[step, "strategy"] + " (one coin per step)"
+        panel_of = dict(zip(data["strategy"], data["panel"]))
+        panels = [panel_of[k] for k in order if k in panel_of] + [p for k, p in panel_of.items() if k not in order]
+        mode = alt.Scale(domain=list(EXPOSURE_MODES))
+        chart = alt.Chart(data).mark_line(point=True).encode(
+            x=x, y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1])),
+            color=alt.Color("mode:N", title="decoder fed", scale=mode),
+            strokeDash=alt.StrokeDash("mode:N", title="decoder fed", scale=mode),
+            tooltip=["mode:N", *tip]).properties(width=220, height=150).facet(
+            facet=alt.Facet("panel:N", sort=panels, title=None), columns=3).properties(
+            title="Accuracy by output position, teacher-forced vs free-running (the gap is exposure bias)")
+        return apply_fonts(chart, font_size)
+    chart = alt.Chart(positions).mark_line(point=True).encode(**_with_coin(dict(
+        x=x, y=alt.Y("accuracy:Q", title="accuracy (mean over seeds)", scale=alt.Scale(domain=[0, 1])),
+        color=_strategy_color(order), tooltip=tip), positions))
     return apply_fonts(chart.properties(title="Accuracy by output position (exposure bias: errors compound)",
                                         height=340), font_size)
+
+
+def by_length_chart(frame, order: list[str], metric_label: str, x_title: str, font_size: int = 14,
+                    share: bool = False):
+    """(strategy, length, rank, value, min, max, seeds[, sentences, coin]) rows -> the final
+    metric by source length, one line per strategy (mean over seeds; min and max in the
+    tooltip). `length` is the axis label (a length or a bucket such as "9-12"), `rank` its
+    order; `share`: the metric is a share (y from 0 to 1)."""
+    import altair as alt
+
+    labels = list(dict.fromkeys(frame.sort_values("rank")["length"])) if len(frame) else []
+    tip = ["strategy:N", alt.Tooltip("length:N", title=x_title),
+           alt.Tooltip("value:Q", title=f"{metric_label} (mean)", format=".3f"),
+           alt.Tooltip("min:Q", format=".3f"), alt.Tooltip("max:Q", format=".3f"), alt.Tooltip("seeds:Q")]
+    if "sentences" in frame.columns:
+        tip.append(alt.Tooltip("sentences:Q"))
+    chart = alt.Chart(frame).mark_line(point=True).encode(**_with_coin(dict(
+        x=alt.X("length:O", sort=labels, title=x_title, axis=alt.Axis(labelAngle=0)),
+        y=alt.Y("value:Q", title=f"{metric_label} (mean over seeds)",
+                scale=alt.Scale(domain=[0, 1]) if share else alt.Undefined),
+        color=_strategy_color(order), tooltip=tip), frame))
+    return apply_fonts(chart.properties(title=f"Final free-running {metric_label} by {x_title}", height=340),
+                       font_size)
 
 
 def lab_chart(points, font_size: int = 14):
@@ -533,6 +607,40 @@ def lab_chart(points, font_size: int = 14):
         color=alt.Color("series:N", title=None),
         tooltip=["series:N", "step:Q", alt.Tooltip("value:Q", format=".3f")])
     return apply_fonts(chart.properties(title="Live training", height=300), font_size)
+
+
+GOLD_PROB_MODES = ("teacher-forced (gold prefix)", "free-running (own prefix)")
+DIVERGENCE_COLOR = "#c00000"
+
+
+def gold_prob_chart(frame, font_size: int = 14, title: str = "p(reference token) at each position"):
+    """(step, position, gold, mode, prob, fed, divergence, divergence_label) rows, one per
+    reference step and mode (GOLD_PROB_MODES) -> the probability the model gives each
+    reference token, fed the gold prefix (teacher-forced) and fed its own output
+    (free-running), with the first divergence of free-running decoding marked by a vertical
+    rule and its label (the rows with `divergence` true). `position` is the axis label
+    ("3 man"), `step` its order, so repeated tokens stay apart."""
+    import altair as alt
+
+    positions = list(dict.fromkeys(frame.sort_values("step")["position"])) if len(frame) else []
+    x = alt.X("position:N", sort=positions, title="reference token (step)", axis=alt.Axis(labelAngle=-45))
+    mode = alt.Scale(domain=list(GOLD_PROB_MODES))
+    legend = alt.Legend(orient="bottom", direction="vertical", labelLimit=0)
+    base = alt.Chart(frame)
+    lines = base.mark_line(point=True).encode(
+        x=x, y=alt.Y("prob:Q", title="p(reference token)", scale=alt.Scale(domain=[0, 1])),
+        color=alt.Color("mode:N", title="decoder fed", scale=mode, legend=legend),
+        strokeDash=alt.StrokeDash("mode:N", title="decoder fed", scale=mode, legend=legend),
+        tooltip=[alt.Tooltip("step:Q"), alt.Tooltip("gold:N", title="reference token"), alt.Tooltip("mode:N"),
+                 alt.Tooltip("prob:Q", title="p(reference token)", format=".3f"),
+                 alt.Tooltip("fed:N", title="fed before this step")])
+    marked = base.transform_filter("datum.divergence && datum.mode == '%s'" % GOLD_PROB_MODES[0])
+    rule = marked.mark_rule(color=DIVERGENCE_COLOR, strokeWidth=2, strokeDash=[4, 3]).encode(x=x)
+    label = marked.mark_text(align="left", baseline="top", dx=4, dy=2, color=DIVERGENCE_COLOR,
+                             fontSize=font_sizes(font_size)["label"]).encode(
+        x=x, y=alt.value(0), text="divergence_label:N")
+    chart = alt.layer(lines, rule, label).properties(title=title, height=300)
+    return apply_fonts(chart, font_size)
 
 
 # ------------------------------------------------------------------ corpus statistics (Test set page)
@@ -566,6 +674,22 @@ def statistic_scatter(df, x: str, y: str, x_title: str, y_title: str, title: str
         tooltip=[alt.Tooltip("sentence:Q", title="sentence"), alt.Tooltip(f"{x}:Q", title=x_title, format=".4f"),
                  alt.Tooltip(f"{y}:Q", title=y_title, format=".2f")])
     return _configured(chart.properties(title=title, height=380), font_size)
+
+
+def can_export_svg() -> bool:
+    """Whether `chart_svg` can draw here: it needs the vl-convert-python package."""
+    import importlib.util
+
+    return importlib.util.find_spec("vl_convert") is not None
+
+
+def chart_svg(chart) -> str:
+    """An Altair chart drawn as SVG (a vector drawing, sharp at any size), on the server by
+    vl-convert: Streamlit's toolbar for Vega-Lite charts saves PNG only (its vega-embed menu,
+    which had "Save as SVG", is switched off). Vega's own theme, not Streamlit's."""
+    buf = io.StringIO()
+    chart.save(buf, format="svg")
+    return buf.getvalue()
 
 
 # ------------------------------------------------------------------ inside one step, attribution, diffs

@@ -1,9 +1,10 @@
 """Teacher-forcing policies: a constant ratio and the decays of Bengio et al. (2015).
 
 `i` counts training batches seen (0 for the first). The value is the probability of
-feeding the gold previous token. The coin is flipped independently for every sequence
-in the batch and at every time step; otherwise the model's own greedy (argmax)
-prediction is fed."""
+feeding the gold previous token. By default the coin is flipped independently for every
+sequence in the batch and at every time step (coin "token"); the tutorials' rule (coin
+"step") flips one per step for the whole batch. On tails the model's own greedy
+(argmax) prediction is fed."""
 from __future__ import annotations
 
 import math
@@ -29,6 +30,11 @@ def teacher_forcing_ratio(cfg: TeacherForcingConfig, i: int) -> float:
 
 
 def describe(cfg: TeacherForcingConfig) -> str:
+    text = _describe_ratio(cfg)
+    return text if cfg.coin == "token" else f"{text}, one coin per step for the whole batch"
+
+
+def _describe_ratio(cfg: TeacherForcingConfig) -> str:
     if cfg.kind == "constant":
         return f"constant ratio {cfg.ratio:g}"
     if cfg.kind == "linear":
@@ -38,5 +44,9 @@ def describe(cfg: TeacherForcingConfig) -> str:
     return f"inverse sigmoid decay {cfg.k:g}/({cfg.k:g}+exp(i/{cfg.k:g}))"
 
 
-COIN_DOC = ("coin flipped per time step and per sequence in the batch; "
-            "on tails the model's argmax prediction is fed; i counts training batches")
+COIN_RULES = {
+    "token": "coin flipped per time step and per sequence in the batch; "
+             "on tails the model's argmax prediction is fed; i counts training batches",
+    "step": "one coin per time step for the whole batch (the PyTorch tutorials' rule); "
+            "on tails every sequence is fed the model's argmax prediction; i counts training batches",
+}

@@ -4,14 +4,24 @@ write one compact results file per sweep.
     python -m seq2seq.sweep reverse [--device cuda] [--jobs N] [size options]
     python -m seq2seq.sweep translate --data-dir ../shared/data/multi30k --cache cache/multi30k-tokens.json.gz
 
-reverse:   archs gru and bahdanau; constant ratios 0, 0.25, 0.5, 0.75, 1 and the linear,
-           exponential and inverse-sigmoid decays; 3 seeds each.
-translate: bahdanau; constant ratios 0, 0.5, 1 and the inverse-sigmoid decay; 1 seed.
+reverse:   archs gru (2 layers) and bahdanau at the shipped reversal sizes, lengths 1-40;
+           constant ratios 0, 0.25, 0.5, 0.75, 1, the linear, exponential and
+           inverse-sigmoid decays, and the tutorials' rule (ratio 0.5, one coin per step
+           for the whole batch); 3 seeds each.
+translate: bahdanau at the shipped size; constant 0, 0.5, 0.75, 1, the linear and
+           inverse-sigmoid decays and the tutorials' rule, 1 seed; then 2 more seeds for
+           constant 1 and for the best scheduled policy (`best_scheduled`).
 
 The decays are parameterized from the planned number of training batches so each goes
-from ~1 at the first batch to ~0 (END_RATIO) at the last. Early stopping is off, so every
-run sees its whole schedule; train() returns the best epoch's weights (by the free-running
-validation metric) and those are evaluated.
+from ~1 at the first batch to ~0 (END_RATIO) at the last; their floor is 0. Early stopping
+is off, so every run sees its whole schedule and the same number of updates; train()
+returns the best epoch's weights by the free-running validation metric (a teacher-forced
+loss would favour ratio 1 by construction) and those are evaluated.
+
+Every run records its per-epoch history (teacher-forced validation loss, free-running
+validation metric, the ratio in effect), its final test metric, the metric by source
+length, and token accuracy by output position both teacher-forced and free-running (the
+exposure-bias curve).
 
 Every run goes through seq2seq.train.train(). Runs are spread over `--jobs` worker
 processes (spawned, so CUDA works: on a GPU machine every worker trains on the one GPU).
@@ -35,11 +45,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .presets import DATA_DIR, EVAL_SEED, MODEL_SIZES, SWEEP_SIZES
-from .config import ModelConfig, TeacherForcingConfig, TrainConfig
+from .config import ARCHS as ARCH_NAMES, ModelConfig, TeacherForcingConfig, TrainConfig
 from .data import bucketed_batches
 from .schedules import describe, teacher_forcing_ratio
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2           # 2: the tutorials' rule, extra seeds, teacher-forced position accuracy
 SWEEPS = ("reverse", "translate")
 END_RATIO = 0.01             # every decay reaches this (or less) at the last planned batch
 DECAY_SLUGS = {"linear": "linear", "exponential": "exponential", "inverse_sigmoid": "inverse-sigmoid"}
@@ -47,8 +57,10 @@ DECAY_LABELS = {"linear": "linear decay", "exponential": "exponential decay",
                 "inverse_sigmoid": "inverse-sigmoid decay"}
 
 FULL = SWEEP_SIZES   # the full sweeps (presets.py); the reduced CPU form changes only size options
-SIZE_OPTIONS = ("archs", "seeds", "epochs", "train_size", "max_len", "emb", "hidden", "attn_dim",
-                "batch_size", "lr", "val_size", "eval_n")
+SIZE_OPTIONS = ("archs", "seeds", "extra_seeds", "epochs", "train_size", "max_len", "emb", "hidden", "attn_dim",
+                "layers", "dropout", "tie", "label_smoothing", "batch_size", "lr", "val_size", "eval_n")
+TUTORIALS_RULE = "tutorials' rule 0.5"
+BASELINE = "constant 1"        # teacher forcing throughout: what scheduled policies are measured against
 
 
 # ---------------------------------------------------------------- the settings grid
@@ -58,13 +70,26 @@ class Setting:
     slug: str                       # for run names and folders: "tf0.25", "linear"
     tf: TeacherForcingConfig
 
+    @property
+    def scheduled(self) -> bool:
+        """Mixes gold and predicted inputs (0 < ratio < 1 at some point): constant 0 and
+        constant 1 are not scheduled sampling."""
+        return not (self.tf.kind == "constant" and self.tf.ratio in (0.0, 1.0))
+
     def to_dict(self) -> dict:
         return {"label": self.label, "slug": self.slug, "teacher_forcing": self.tf.to_dict(),
-                "description": describe(self.tf)}
+                "description": describe(self.tf), "coin": self.tf.coin, "scheduled": self.scheduled,
+                "tutorials_rule": self.label == TUTORIALS_RULE,
+                "floor": self.tf.eps_min if self.tf.kind == "linear" else (self.tf.ratio if self.tf.kind == "constant" else 0.0)}
 
 
 def constant_setting(ratio: float) -> Setting:
     return Setting(f"constant {ratio:g}", f"tf{ratio:g}", TeacherForcingConfig("constant", ratio=float(ratio)))
+
+
+def tutorials_rule_setting(ratio: float = 0.5) -> Setting:
+    """The PyTorch tutorials' rule: ratio 0.5, but one coin per step for the whole batch."""
+    return Setting(TUTORIALS_RULE, f"tutorial{ratio:g}", TeacherForcingConfig("constant", ratio=ratio, coin="step"))
 
 
 def inverse_sigmoid_k(total_batches: int, end: float = END_RATIO) -> float:
@@ -84,7 +109,7 @@ def inverse_sigmoid_k(total_batches: int, end: float = END_RATIO) -> float:
 
 
 def decay_setting(kind: str, total_batches: int, end: float = END_RATIO) -> Setting:
-    """A decay from ~1 at batch 0 to <= `end` at batch `total_batches`."""
+    """A decay from ~1 at batch 0 to <= `end` at batch `total_batches` (floor 0)."""
     n = max(1, int(total_batches))
     if kind == "linear":
         tf = TeacherForcingConfig("linear", k=1.0, c=1.0 / n, eps_min=0.0)        # 0 at batch n
@@ -100,7 +125,29 @@ def decay_setting(kind: str, total_batches: int, end: float = END_RATIO) -> Sett
 def sweep_settings(sweep: str, total_batches: int) -> list[Setting]:
     spec = FULL[sweep]
     return ([constant_setting(r) for r in spec["constants"]]
-            + [decay_setting(kind, total_batches) for kind in spec["decays"]])
+            + [decay_setting(kind, total_batches) for kind in spec["decays"]]
+            + ([tutorials_rule_setting()] if spec.get("tutorials_rule") else []))
+
+
+def run_metric(run: dict, sweep: str) -> float | None:
+    """The free-running validation metric a run was kept by (BLEU or exact match)."""
+    final = run.get("final") or {}
+    return final.get("bleu_val" if sweep == "translate" else "val_exact_match")
+
+
+def best_scheduled(runs: list[dict], settings: list[dict], sweep: str) -> str | None:
+    """The scheduled policy (see Setting.scheduled) with the best mean free-running
+    validation metric over its finished runs; None if none has finished."""
+    scheduled = {s["label"] for s in settings if s.get("scheduled")}
+    scores: dict[str, list[float]] = {}
+    for r in runs:
+        m = run_metric(r, sweep)
+        if r.get("setting") in scheduled and "error" not in r and m is not None:
+            scores.setdefault(r["setting"], []).append(m)
+    if not scores:
+        return None
+    order = [s["label"] for s in settings]
+    return max(scores, key=lambda k: (sum(scores[k]) / len(scores[k]), -order.index(k)))
 
 
 def batches_per_epoch(n_examples: int, batch_size: int) -> int:
@@ -137,12 +184,13 @@ class RunSpec:
 
 def plan(sweep: str, opts: dict, out_path: Path, device: str, threads: int,
          data_dir: str | None = None, cache: str | None = None, train_examples: int | None = None,
-         only: list[str] | None = None) -> tuple[list[RunSpec], dict]:
+         only: list[str] | None = None, extra: dict[str, list[int]] | None = None) -> tuple[list[RunSpec], dict]:
     """The grid: archs x settings x seeds -> run specs, plus the sweep's shared configuration.
 
     `opts` holds the size options (SIZE_OPTIONS). `train_examples` is the translation
     training-set size (reversal draws `train_size` fresh sequences per epoch). `only`
-    keeps the settings with these labels or slugs (for quick partial sweeps)."""
+    keeps the settings with these labels or slugs (for quick partial sweeps). `extra`
+    (setting label -> seeds) adds runs beyond `opts["seeds"]`: the second pass."""
     if sweep not in SWEEPS:
         raise ValueError(f"unknown sweep {sweep!r}; expected one of {SWEEPS}")
     n_train = opts["train_size"] if sweep == "reverse" else train_examples
@@ -155,41 +203,53 @@ def plan(sweep: str, opts: dict, out_path: Path, device: str, threads: int,
         if not settings:
             raise ValueError(f"--settings {only} matches none of the sweep's settings")
     task = "reverse" if sweep == "reverse" else "translate"
-    model_base = dict(MODEL_SIZES[task], emb_dim=opts["emb"], hidden_dim=opts["hidden"], attn_dim=opts["attn_dim"])
+    layers = dict(opts.get("layers") or ())
+    model_base = dict(MODEL_SIZES[task], emb_dim=opts["emb"], hidden_dim=opts["hidden"], attn_dim=opts["attn_dim"],
+                      dropout=opts["dropout"], tie_embeddings=bool(opts["tie"]))
     train_base = dict(task=task, epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"],
-                      patience=0, eval_beam=1, half_weights=True)
+                      label_smoothing=opts["label_smoothing"], patience=0, eval_beam=1, half_weights=True)
     if task == "reverse":
         train_base.update(reverse_min_len=1, reverse_max_len=opts["max_len"], reverse_train_size=opts["train_size"],
                           reverse_val_size=opts["val_size"])
     keep = opts.get("keep", FULL[sweep]["keep"])
     seeds = [1 + i for i in range(opts["seeds"])]
     ckpt_root = out_path.parent / sweep
-    specs = []
-    for arch in opts["archs"]:
-        for setting in settings:
-            for seed in seeds:
-                name = f"{arch}-{setting.slug}-s{seed}"
-                kept = keep == "all" or (keep == "first-seed" and seed == seeds[0])
-                model_cfg = ModelConfig(arch=arch, **model_base)
-                train_cfg = TrainConfig(**train_base, seed=seed, teacher_forcing=setting.tf)
-                specs.append(RunSpec(
-                    sweep, name, arch, setting.label, seed, model_cfg.to_dict(), train_cfg.to_dict(), device,
-                    threads, str((ckpt_root / name).resolve()) if kept else None,
-                    f"{sweep}/{name}" if kept else None,
-                    (1, opts["max_len"]) if task == "reverse" else None,
-                    opts["eval_n"] if task == "reverse" else None, data_dir, cache))
+
+    def spec(arch: str, setting: Setting, seed: int) -> RunSpec:
+        name = f"{arch}-{setting.slug}-s{seed}"
+        kept = keep == "all" or (keep == "first-seed" and seed == seeds[0])
+        model_cfg = ModelConfig(arch=arch, n_layers=layers.get(arch, 1), **model_base)
+        train_cfg = TrainConfig(**train_base, seed=seed, teacher_forcing=setting.tf)
+        return RunSpec(sweep, name, arch, setting.label, seed, model_cfg.to_dict(), train_cfg.to_dict(), device,
+                       threads, str((ckpt_root / name).resolve()) if kept else None,
+                       f"{sweep}/{name}" if kept else None,
+                       (1, opts["max_len"]) if task == "reverse" else None,
+                       opts["eval_n"] if task == "reverse" else None, data_dir, cache)
+
+    specs = [spec(arch, setting, seed) for arch in opts["archs"] for setting in settings for seed in seeds]
+    by_label = {s.label: s for s in settings}
+    for label, more in (extra or {}).items():
+        specs += [spec(arch, by_label[label], seed) for arch in opts["archs"] for seed in more]
     shared = {"total_batches": total_batches, "batches_per_epoch": total_batches // opts["epochs"],
               "settings": [dict(s.to_dict(), schedule=schedule_check(s.tf, total_batches)) for s in settings],
               "archs": list(opts["archs"]), "seeds": seeds,
               "model": {k: v for k, v in ModelConfig(arch=opts["archs"][0], **model_base).to_dict().items()
-                        if k not in ("arch", "src_vocab_size", "tgt_vocab_size")},
+                        if k not in ("arch", "src_vocab_size", "tgt_vocab_size", "n_layers")},
+              "layers": {arch: layers.get(arch, 1) for arch in opts["archs"]},
               "train": {k: v for k, v in TrainConfig(**train_base).to_dict().items()
                         if k not in ("seed", "teacher_forcing")},
               "eval": ({"lengths": [1, opts["max_len"]], "n_per_length": opts["eval_n"], "seed": EVAL_SEED,
-                        "decoding": "greedy"} if task == "reverse" else
-                       {"split": "val", "decoding": "greedy", "position_accuracy": "token id equality "
-                        "against the reference at each output position (missing output counts as wrong)"})}
+                        "decoding": "greedy", "position_accuracy": POSITION_ACCURACY_DOC,
+                        "by_length": "exact match by sequence length"} if task == "reverse" else
+                       {"split": "test2016", "chosen_on": "val bleu (free-running, greedy)", "decoding": "greedy",
+                        "position_accuracy": POSITION_ACCURACY_DOC + " (validation set)",
+                        "by_length": "test BLEU by source length in tokens"})}
     return specs, shared
+
+
+POSITION_ACCURACY_DOC = ("share of references whose token at output position p the model's argmax matches: "
+                         "teacher-forced (fed the gold prefix) and free-running (fed its own greedy output; "
+                         "positions past its end count as wrong)")
 
 
 # ---------------------------------------------------------------- one run (in a worker)
@@ -212,7 +272,10 @@ def run_one(spec: RunSpec) -> dict:
     import torch
 
     from .checkpoint import save_checkpoint
-    from .evaluate import decode_corpus, evaluate_reversal, mean_over
+    from .data import generate_reversal
+    from .evaluate import (bleu_by_source_length, decode_corpus, evaluate_reversal, mean_over,
+                           teacher_forced_position_accuracy)
+    from .text import REVERSE_ALPHABET
     from .train import choose_device, load_task_data, train
 
     if spec.threads:
@@ -237,14 +300,26 @@ def run_one(spec: RunSpec) -> dict:
             card["metrics"] = {"val": {"exact_match": final["val_exact_match"],
                                        "ppl": min((h["val_ppl"] for h in history), default=None)},
                                "reversal": rev, f"exact_match_{lo}_{hi}": final["exact_match"]}
-            extra = {"accuracy_by_position": rev["accuracy_by_position"], "exact_match_by_length": em,
+            # the same fresh sequences as evaluate_reversal, now fed the gold prefix
+            sources = [data.src_vocab.encode(x) for n in range(lo, hi + 1)
+                       for x in generate_reversal(spec.eval_n, n, n, EVAL_SEED + 7919 * n, REVERSE_ALPHABET)]
+            forced = teacher_forced_position_accuracy(model, sources, [list(reversed(x)) for x in sources], device)
+            extra = {"accuracy_by_position": rev["accuracy_by_position"],
+                     "accuracy_by_position_teacher_forced": forced, "exact_match_by_length": em,
                      "edit_distance_by_length": rev["edit_distance_by_length"]}
         else:
             m = card["metrics"]
             final = {"bleu": m["test2016"]["bleu"], "sacrebleu": m["test2016"]["sacrebleu"],
                      "bleu_val": m["val"]["bleu"], "ppl": m["test2016"]["ppl"]}
             outs = decode_corpus(model, data.val.src, device, beam=1)
-            extra = {"accuracy_by_position": position_accuracy(outs, data.val.tgt)}
+            test = data.val_text["test2016"]
+            test_src = [data.src_vocab.encode(x[: model.cfg.max_src_len]) for x in test["de"]]
+            test_hyps = [data.tgt_vocab.decode(o) for o in decode_corpus(model, test_src, device, beam=1)]
+            extra = {"accuracy_by_position": position_accuracy(outs, data.val.tgt),
+                     "accuracy_by_position_teacher_forced":
+                         teacher_forced_position_accuracy(model, data.val.src, data.val.tgt, device),
+                     "bleu_by_source_length": bleu_by_source_length(test_hyps, test["en"], test["en_raw"],
+                                                                    [len(x) for x in test["de"]])}
         if spec.keep_dir:
             save_checkpoint(spec.keep_dir, model, data.src_vocab, data.tgt_vocab, card, half=True)
         prov = card["provenance"]
@@ -310,13 +385,64 @@ def load_results(path: str | os.PathLike) -> dict:
     return results
 
 
+# What a complete results file holds, by format version (`check_schema`; the tests run it on
+# every shipped file). Runs that failed carry "error" instead of the results.
+HEADER_KEYS = ("format_version", "sweep", "task", "metric", "scale", "settings", "seeds", "total_batches",
+               "options", "model", "train", "eval", "device", "complete", "runs")
+SETTING_KEYS = {1: ("label", "slug", "teacher_forcing", "description", "schedule"),
+                2: ("label", "slug", "teacher_forcing", "description", "schedule", "coin", "scheduled",
+                    "tutorials_rule", "floor")}
+RUN_KEYS = {1: ("name", "arch", "setting", "seed", "teacher_forcing", "history", "final", "accuracy_by_position",
+                "provenance", "seconds"),
+            2: ("name", "arch", "setting", "seed", "teacher_forcing", "history", "final", "accuracy_by_position",
+                "accuracy_by_position_teacher_forced", "provenance", "seconds")}
+RUN_KEYS_BY_TASK = {2: {"reverse": ("exact_match_by_length",), "translate": ("bleu_by_source_length",)}}
+FINAL_KEYS = {"reverse": ("exact_match", "val_exact_match"), "translate": ("bleu", "sacrebleu", "bleu_val", "ppl")}
+HISTORY_KEYS = {"reverse": ("epoch", "train_loss", "val_loss", "val_exact_match", "tf_ratio"),
+                "translate": ("epoch", "train_loss", "val_loss", "val_bleu", "tf_ratio")}
+
+
+def check_schema(results: dict) -> list[str]:
+    """Everything a results file lacks against its format version's schema ([] when valid)."""
+    problems = [f"header lacks {k!r}" for k in HEADER_KEYS if k not in results]
+    version, task = results.get("format_version"), results.get("task")
+    if task not in FINAL_KEYS:
+        return problems + [f"unknown task {task!r}"]
+    if results.get("scale") not in ("full", "reduced"):
+        problems.append(f"scale {results.get('scale')!r} is neither 'full' nor 'reduced'")
+    labels = set()
+    for i, setting in enumerate(results.get("settings", [])):
+        labels.add(setting.get("label"))
+        problems += [f"setting {i} lacks {k!r}" for k in SETTING_KEYS.get(version, ()) if k not in setting]
+    for i, run in enumerate(results.get("runs", [])):
+        where = f"run {i} ({run.get('name')})"
+        if run.get("setting") not in labels:
+            problems.append(f"{where}: setting {run.get('setting')!r} is not in the file's settings")
+        if "error" in run:
+            continue
+        wanted = RUN_KEYS.get(version, ()) + RUN_KEYS_BY_TASK.get(version, {}).get(task, ())
+        problems += [f"{where} lacks {k!r}" for k in wanted if k not in run]
+        problems += [f"{where}: final lacks {k!r}" for k in FINAL_KEYS[task] if k not in run.get("final", {})]
+        for h in run.get("history", []):
+            problems += [f"{where}: epoch {h.get('epoch')} lacks {k!r}" for k in HISTORY_KEYS[task] if k not in h]
+        for key in ("accuracy_by_position", "accuracy_by_position_teacher_forced"):
+            values = run.get(key, {})
+            if not all(isinstance(v, (int, float)) and 0 <= v <= 1 for v in values.values()):
+                problems.append(f"{where}: {key} holds values outside [0, 1]")
+    return problems
+
+
 # ---------------------------------------------------------------- the command
 def _options(sweep: str, args) -> dict:
     opts = dict(FULL[sweep])
     for key in SIZE_OPTIONS + ("keep",):
         value = getattr(args, key, None)
         if value is not None:
-            opts[key] = tuple(value.split(",")) if key == "archs" else value
+            if key == "archs":
+                value = tuple(value.split(","))
+            elif key == "layers":       # one count for every arch
+                value = tuple((a, value) for a in ARCH_NAMES)
+            opts[key] = value
     return opts
 
 
@@ -326,7 +452,25 @@ def _is_full(sweep: str, opts: dict) -> bool:
 
 def full_command(sweep: str) -> str:
     extra = " --data-dir ../shared/data/multi30k --cache cache/multi30k-tokens.json.gz" if sweep == "translate" else ""
-    return f"python -m seq2seq.sweep {sweep} --device cuda{extra}"
+    return f"python -m seq2seq.sweep {sweep}{extra}"
+
+
+def extra_seed_plan(results: dict, sweep: str, opts: dict) -> dict[str, list[int]]:
+    """The second pass: `extra_seeds` more seeds for constant 1 and for the best scheduled
+    policy of the first pass (by its free-running validation metric)."""
+    n = int(opts.get("extra_seeds") or 0)
+    labels = [s["label"] for s in results["settings"]]
+    best = best_scheduled([r for r in results["runs"] if r["seed"] in results["seeds"]], results["settings"], sweep)
+    chosen = [label for label in (BASELINE, best) if label in labels]
+    if not n or not chosen:
+        return {}
+    more = [results["seeds"][-1] + 1 + i for i in range(n)]
+    results["extra_seeds"] = {"settings": chosen, "seeds": more, "best_scheduled": best,
+                              "chosen_on": "the best mean free-running validation "
+                                           + ("BLEU" if sweep == "translate" else "exact match")
+                                           + " of the first pass, among the policies that mix gold and "
+                                             "predicted inputs"}
+    return {label: more for label in dict.fromkeys(chosen)}
 
 
 def run_sweep(sweep: str, opts: dict, out_path: Path, device: str = "auto", jobs: int | None = None,
@@ -358,7 +502,7 @@ def run_sweep(sweep: str, opts: dict, out_path: Path, device: str = "auto", jobs
                  f"a reduced {resolved.upper()} sweep (smaller models, data or grid than the full one); "
                  f"the full sweep is: {full_command(sweep)}"),
         "full_command": full_command(sweep), "command": command,
-        "options": {k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()},
+        "options": json.loads(json.dumps(opts)),      # as the file holds it (tuples become lists)
         **shared,
         "device": resolved, "jobs": jobs, "threads_per_job": threads or torch.get_num_threads(), "git_commit": git_commit(), "torch_version": torch.__version__,
         "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -386,16 +530,27 @@ def run_sweep(sweep: str, opts: dict, out_path: Path, device: str = "auto", jobs
         status = run.get("error") or json.dumps(run["final"])
         log(f"[{len(done)}/{len(specs)}] {run['name']} ({run['seconds']} s): {status}")
 
-    t0 = time.perf_counter()
-    if jobs == 1:
-        for spec in todo:
-            record(run_one(spec))
-    else:
+    def train_all(todo: list[RunSpec]) -> None:
+        if jobs == 1:
+            for spec in todo:
+                record(run_one(spec))
+            return
         ctx = multiprocessing.get_context("spawn")    # fork + torch threads (or CUDA) can hang
         with ProcessPoolExecutor(max_workers=min(jobs, max(1, len(todo))), mp_context=ctx) as pool:
             futures = [pool.submit(run_one, spec) for spec in todo]
             for fut in as_completed(futures):
                 record(fut.result())
+
+    t0 = time.perf_counter()
+    train_all(todo)
+    extra = extra_seed_plan(results, sweep, opts)      # second pass: more seeds where they matter
+    if extra:
+        more_specs, _ = plan(sweep, opts, out_path, resolved, threads, data_dir, cache, train_examples, only, extra)
+        more_specs = more_specs[len(specs):]
+        order.update({s.name: len(order) + i for i, s in enumerate(more_specs)})
+        specs += more_specs
+        log(f"second pass: seeds {results['extra_seeds']['seeds']} for {results['extra_seeds']['settings']}")
+        train_all([s for s in more_specs if s.name not in done])
     results["complete"] = True
     results["wall_seconds"] = round(time.perf_counter() - t0, 1)
     results["runs"] = sorted(done.values(), key=lambda r: order.get(r["name"], len(order)))
@@ -419,6 +574,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("sizes (defaults: the full sweep)")
     g.add_argument("--archs", help="comma-separated, e.g. gru,bahdanau")
     g.add_argument("--seeds", type=int, help="seeds per setting (1, 2, ...)")
+    g.add_argument("--extra-seeds", type=int, help="more seeds for constant 1 and the best scheduled policy "
+                                                   "(a second pass; translate: 2)")
     g.add_argument("--epochs", type=int)
     g.add_argument("--train-size", type=int, help="reverse: fresh sequences per epoch")
     g.add_argument("--max-len", type=int, help="reverse: longest training (and evaluation) sequence")
@@ -427,6 +584,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--emb", type=int)
     g.add_argument("--hidden", type=int)
     g.add_argument("--attn-dim", type=int)
+    g.add_argument("--layers", type=int, help="RNN layers for every arch (default: the shipped models')")
+    g.add_argument("--dropout", type=float)
+    g.add_argument("--label-smoothing", type=float)
     g.add_argument("--batch-size", type=int)
     g.add_argument("--lr", type=float)
     g.add_argument("--keep", choices=("first-seed", "all", "none"), help="which runs keep their weights")

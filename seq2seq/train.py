@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from .cli import ArgumentParser, device_or_auto_arg, non_negative_int, positive_int, run_main
-from .config import ARCHS, TASKS, ModelConfig, TeacherForcingConfig, TrainConfig
+from .config import ARCHS, COIN_GRANULARITIES, TASKS, ModelConfig, TeacherForcingConfig, TrainConfig
 from .distributed import broadcast_json, current_dist, setup_distributed, shard_batches, teardown_distributed
 from .errors import Seq2SeqError
 from .models import count_params
@@ -90,6 +90,9 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--tf-k", type=float, default=None, help="linear start / exponential base / inverse-sigmoid k")
     g.add_argument("--tf-c", type=float, default=0.0, help="linear: decrease per batch")
     g.add_argument("--tf-min", type=float, default=0.0, help="linear: floor")
+    g.add_argument("--tf-coin", choices=COIN_GRANULARITIES, default="token",
+                   help="token: a coin per sequence and step (default); step: one coin per step for the "
+                        "whole batch (the PyTorch tutorials' rule)")
     return p
 
 
@@ -103,7 +106,7 @@ def configs_from_args(args) -> tuple[ModelConfig, TrainConfig]:
     default_k = {"linear": 1.0, "exponential": 0.999, "inverse_sigmoid": 100.0}.get(args.tf, 1.0)
     tf = TeacherForcingConfig(kind=args.tf, ratio=args.tf_ratio,
                               k=args.tf_k if args.tf_k is not None else default_k,
-                              c=args.tf_c, eps_min=args.tf_min)
+                              c=args.tf_c, eps_min=args.tf_min, coin=args.tf_coin)
     cfg = TrainConfig(task=args.task, epochs=args.epochs or 10, batch_size=args.batch_size, lr=args.lr,
                       lr_decay=1.0 if args.lr_decay is None else args.lr_decay,
                       weight_decay=args.weight_decay, clip=args.clip, label_smoothing=args.label_smoothing,

@@ -14,7 +14,7 @@ from .checkpoint import device_provenance, git_commit
 from .config import ModelConfig, TrainConfig
 from .evaluate import evaluate_reversal, evaluate_translation, mean_over
 from .presets import EVAL_SEED
-from .schedules import COIN_DOC, describe
+from .schedules import COIN_RULES, describe
 from .task_data import SAMPLE_INPUT, TaskData
 
 REVERSAL_CARD_LENGTHS = range(1, 61)    # every reversal card records exact match by length 1-60
@@ -45,7 +45,8 @@ def training_provenance(device: torch.device, cfg: TrainConfig, wall: float, dat
 
 
 def teacher_forcing_entry(cfg: TrainConfig) -> dict:
-    return {**cfg.teacher_forcing.to_dict(), "description": describe(cfg.teacher_forcing), "coin": COIN_DOC}
+    return {**cfg.teacher_forcing.to_dict(), "description": describe(cfg.teacher_forcing),
+            "coin_rule": COIN_RULES[cfg.teacher_forcing.coin]}
 
 
 def snapshot_base_card(model_cfg: ModelConfig, cfg: TrainConfig, data: TaskData, device, name: str) -> dict:

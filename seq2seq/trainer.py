@@ -152,7 +152,8 @@ def train_epoch(net, model, optimizer, batches, cfg: TrainConfig, run: RunState,
         batch = batch.to(device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
             loss, n_tok = net(batch.src, batch.src_lens, batch.tgt, teacher_forcing=ratio,
-                              label_smoothing=cfg.label_smoothing, fast=cfg.fast_path)
+                              label_smoothing=cfg.label_smoothing, fast=cfg.fast_path,
+                              coin=cfg.teacher_forcing.coin)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.clip > 0:

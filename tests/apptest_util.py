@@ -230,3 +230,65 @@ def tokenize_en(text: str) -> list[str]:
     from seq2seq.text import tokenize
 
     return tokenize(text, "spacy:en")
+
+
+# ------------------------------------------------------------------ sweep results files for the tests
+TRANSLATE_SWEEP_BLEU = {   # (policy, seed) -> test BLEU: the numbers the translation sweep tests check
+    ("constant 0", 1): 20.0, ("constant 0.5", 1): 30.0, ("constant 0.75", 1): 31.0,
+    ("constant 1", 1): 29.0, ("constant 1", 2): 30.0, ("constant 1", 3): 28.0,
+    ("linear decay", 1): 31.5,
+    ("inverse-sigmoid decay", 1): 33.0, ("inverse-sigmoid decay", 2): 32.0, ("inverse-sigmoid decay", 3): 34.0,
+    ("tutorials' rule 0.5", 1): 27.0,
+}
+
+
+def translate_sweep_results(scale: str = "full", bleu: dict | None = None) -> dict:
+    """A format 2 translation sweep with known numbers (bahdanau, the translation settings,
+    seed 1, then seeds 2 and 3 for constant 1 and the best scheduled policy), in the shape
+    seq2seq.sweep.run_sweep writes: final {bleu, sacrebleu, bleu_val, ppl}, history with
+    val_bleu, accuracy by position both ways, BLEU by source-length bucket."""
+    from seq2seq.sweep import TUTORIALS_RULE, schedule_check, sweep_settings
+
+    bleu = dict(TRANSLATE_SWEEP_BLEU if bleu is None else bleu)
+    total = 300
+    settings = [dict(s.to_dict(), schedule=schedule_check(s.tf, total)) for s in sweep_settings("translate", total)]
+    by_label = {s["label"]: s for s in settings}
+    assert set(label for label, _ in bleu) <= set(by_label) and TUTORIALS_RULE in by_label
+    runs = []
+    for (label, seed), b in bleu.items():
+        slug = by_label[label]["slug"]
+        runs.append({
+            "name": f"bahdanau-{slug}-s{seed}", "arch": "bahdanau", "setting": label, "seed": seed,
+            "teacher_forcing": by_label[label]["teacher_forcing"], "checkpoint": None,
+            "history": [{"epoch": e, "train_loss": 3.0 / e, "val_loss": 2.5 / e, "val_bleu": b * e / 2,
+                         "tf_ratio": 1.0} for e in (1, 2)],
+            "final": {"bleu": b, "sacrebleu": b - 1.0, "bleu_val": b + 0.5, "ppl": 6.0},
+            "accuracy_by_position": {"1": 0.9, "2": round(b / 50, 4), "3": round(b / 100, 4)},
+            "accuracy_by_position_teacher_forced": {"1": 0.9, "2": 0.8, "3": 0.75},
+            "bleu_by_source_length": {"1-8": {"bleu": b + 5, "sacrebleu": b + 4, "sentences": 300},
+                                      "9-12": {"bleu": b, "sacrebleu": b - 1, "sentences": 400},
+                                      "13-16": {"bleu": b - 5, "sacrebleu": b - 6, "sentences": 200},
+                                      "21+": {"bleu": b - 10, "sacrebleu": b - 11, "sentences": 30}},
+            "seconds": 1.0})
+    return {"format_version": 2, "sweep": "translate", "task": "translate", "metric": "bleu", "scale": scale,
+            "note": "the full sweep" if scale == "full" else "a reduced sweep made by the tests",
+            "total_batches": total, "batches_per_epoch": total // 2, "settings": settings, "archs": ["bahdanau"],
+            "seeds": [1], "device": "cpu", "complete": True, "runs": runs,
+            "extra_seeds": {"settings": ["constant 1", "inverse-sigmoid decay"], "seeds": [2, 3],
+                            "best_scheduled": "inverse-sigmoid decay",
+                            "chosen_on": "the best mean free-running validation BLEU of the first pass"}}
+
+
+def tiny_reverse_sweep(folder: Path) -> Path:
+    """A real format 2 reversal sweep, trained in seconds (as test_sweep's end-to-end test,
+    one worker): gru, constant 0 and 1, the inverse-sigmoid decay and the tutorials' rule,
+    2 seeds plus one more for constant 1 and the better scheduled policy."""
+    from seq2seq.sweep import main
+
+    out = Path(folder) / "reverse.json"
+    args = ["reverse", "--out", str(out), "--jobs", "1", "--threads", "1", "--archs", "gru", "--seeds", "2",
+            "--epochs", "2", "--train-size", "192", "--batch-size", "64", "--max-len", "5", "--emb", "8",
+            "--hidden", "16", "--val-size", "32", "--eval-n", "10", "--extra-seeds", "1",
+            "--settings", "tf0,tf1,inverse-sigmoid,tutorial0.5"]
+    assert main(args) == 0
+    return out

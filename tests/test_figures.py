@@ -125,6 +125,35 @@ def test_teacher_forcing_charts_carry_their_frames():
     assert figures.lab_chart(points).to_dict()["title"] == "Live training"
 
 
+def test_teacher_forcing_charts_mark_the_tutorials_rule_and_draw_both_curves():
+    order = ["constant 0.5", "tutorials' rule 0.5"]
+    coins = ["one per token", "one per step for the batch"]
+    positions = pd.DataFrame({"arch": ["gru"] * 4, "strategy": order * 2, "coin": coins * 2,
+                              "mode": ["teacher-forced"] * 2 + ["free-running"] * 2, "position": [1] * 4,
+                              "accuracy": [0.9, 0.8, 0.5, 0.4], "min": [0.9, 0.8, 0.5, 0.4],
+                              "max": [0.9, 0.8, 0.5, 0.4]})
+    spec = figures.position_chart(positions, order).to_dict()
+    assert spec["facet"]["field"] == "panel" and spec["columns"] == 3
+    assert spec["facet"]["sort"] == ["constant 0.5", "tutorials' rule 0.5 (one coin per step)"]
+    assert spec["spec"]["encoding"]["color"]["field"] == "mode"
+    free = positions[positions["mode"] == "free-running"]
+    single = figures.position_chart(free.drop(columns="mode"), order).to_dict()       # an older file
+    assert single["encoding"]["strokeDash"]["scale"]["domain"] == coins              # per token solid, first
+    runs = pd.DataFrame({"arch": ["gru"] * 2, "strategy": order, "seed": [1, 1], "name": ["a", "b"],
+                         "value": [0.5, 0.4], "error": [None, None], "coin": coins})
+    layers = figures.final_chart(runs, order, "exact match").to_dict()["spec"]["layer"]
+    assert layers[2]["encoding"]["shape"]["scale"] == {"domain": coins, "range": ["circle", "triangle-up"]}
+    tips = {t.get("title"): t.get("aggregate") for t in layers[0]["encoding"]["tooltip"] if isinstance(t, dict)}
+    assert tips["seeds"] == "count" and tips["std (sample)"] == "stdev"     # the bar's tooltip: n and spread
+    buckets = pd.DataFrame({"arch": ["x"] * 3, "strategy": ["constant 0.5"] * 3, "coin": coins[:1] * 3,
+                            "length": ["21+", "1-8", "9-12"], "rank": [21, 1, 9], "value": [10.0, 30.0, 20.0],
+                            "min": [10.0, 30.0, 20.0], "max": [10.0, 30.0, 20.0], "seeds": [1, 1, 1],
+                            "sentences": [5, 50, 40]})
+    spec = figures.by_length_chart(buckets, order, "BLEU", "source length (tokens)").to_dict()
+    assert spec["encoding"]["x"]["sort"] == ["1-8", "9-12", "21+"]
+    assert spec["title"] == "Final free-running BLEU by source length (tokens)"
+
+
 def test_step_figure_controls_sit_below_the_axes_at_every_font_size():
     src = "ein mann fährt mit dem fahrrad die straße entlang .".split()
     steps = [{"token": "a", "prob": 0.9, "topk": [["a", 0.9], ["man", 0.05]]},

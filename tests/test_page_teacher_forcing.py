@@ -1,8 +1,11 @@
 """The Teacher forcing page (AppTest): schedules, sweep results, replay, live lab."""
 import json
+import shutil
+import statistics
 
 from types import SimpleNamespace
 
+import pandas as pd
 import pyarrow as pa
 import pytest
 import torch
@@ -11,9 +14,11 @@ from streamlit.testing.v1 import AppTest
 from seq2seq.errors import InputError
 from seq2seq.exposure import replay, replay_rows, replay_text
 from seq2seq.schedules import teacher_forcing_ratio
-from seq2seq.sweep import decay_setting, write_results
+from seq2seq.sweep import decay_setting, load_results, write_results
+from seq2seq.sweep_findings import COIN_CAPTION, findings
 from seq2seq.translate import Translator
 
+from apptest_util import elements, tiny_reverse_sweep, translate_sweep_results
 from conftest import ROOT
 
 PAGE = "pages/teacher_forcing.py"
@@ -136,7 +141,11 @@ def test_schedules_chart_values_and_adjustable_decays(no_sweeps):
     assert "No sweep results found" in messages(at)            # a message, not a crash
     spec, df = chart(at, "Teacher-forcing ratio")
     assert set(df["strategy"]) == {"constant 0", "constant 0.25", "constant 0.5", "constant 0.75", "constant 1",
-                                   "linear decay", "exponential decay", "inverse-sigmoid decay"}
+                                   "linear decay", "exponential decay", "inverse-sigmoid decay", "tutorials' rule 0.5"}
+    assert set(df[df["strategy"] == "tutorials' rule 0.5"]["kind"]) == {"constant, one coin per step"}
+    table = dataframe(at, ["strategy", "formula", "coin"]).set_index("strategy")
+    assert table.loc["tutorials' rule 0.5", "coin"] == "one per step for the batch"
+    assert set(table.drop(index="tutorials' rule 0.5")["coin"]) == {"one per token"}
 
     def at_step(strategy, step):
         row = df[(df["strategy"] == strategy) & (df["step"] == step)]
@@ -145,6 +154,7 @@ def test_schedules_chart_values_and_adjustable_decays(no_sweeps):
 
     # no sweep: decays fitted to 1000 batches, ~1 at the start and ~0 at the end
     assert at_step("constant 0.25", 0) == at_step("constant 0.25", 1000) == 0.25
+    assert at_step("tutorials' rule 0.5", 0) == at_step("tutorials' rule 0.5", 1000) == 0.5
     assert at_step("linear decay", 0) == 1.0 and at_step("linear decay", 500) == pytest.approx(0.5)
     assert at_step("exponential decay", 500) == pytest.approx(0.1, abs=1e-3)
     assert at_step("exponential decay", 1000) == pytest.approx(0.01, abs=1e-4)
@@ -225,3 +235,182 @@ def test_live_lab_trains_and_reports(no_sweeps):
     assert ratio[0] == pytest.approx(teacher_forcing_ratio(tf, 0)) and ratio[-1] < ratio[0]
     assert "validation exact match (free-running)" in set(points["series"])
     assert list(no_sweeps.iterdir()) == []                               # the lab wrote nothing
+
+
+# ------------------------------------------------------------------ format 2 files, both sweeps, the shipped file
+@pytest.fixture(scope="module")
+def tiny_v2(tmp_path_factory):
+    """A real format 2 reversal sweep (trained once for the module, in seconds), with its kept weights."""
+    folder = tmp_path_factory.mktemp("tiny_sweep") / "sweeps"
+    tiny_reverse_sweep(folder)
+    return folder
+
+
+@pytest.fixture
+def v2_sweeps(tiny_v2, tmp_path, monkeypatch):
+    """A copy of the tiny sweep's folder (so a test may change it), made the page's sweeps folder."""
+    folder = tmp_path / "sweeps"
+    shutil.copytree(tiny_v2, folder)
+    monkeypatch.setenv("ATTENTION_LAB_SWEEPS", str(folder))
+    return folder
+
+
+def findings_text(at) -> str:
+    found = [m.value for m in at.markdown if "What the numbers say" in m.value]
+    assert len(found) == 1
+    return found[0]
+
+
+def svg_buttons(at) -> set[str]:
+    return {b.proto.id.split("-", 2)[-1] for b in elements(at.main, "download_button")
+            if b.proto.label == "Download this chart as SVG"}
+
+
+def runs_of(res, label, arch=None):
+    return [r for r in res["runs"] if r["setting"] == label and (arch is None or r["arch"] == arch)]
+
+
+CHART_KEYS = {"tf.schedules", "tf.final", "tf.curves", "tf.loss_by_epoch", "tf.metric_by_epoch", "tf.positions",
+              "tf.by_length"}
+
+
+def test_format_2_sweep_summary_exposure_bias_lengths_and_downloads(v2_sweeps, monkeypatch):
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    deferred = {}
+    original = MediaFileManager.add_deferred
+
+    def spy(self, data_callable, mimetype, coordinates, file_name=None, **kw):
+        file_id = original(self, data_callable, mimetype, coordinates, file_name=file_name, **kw)
+        deferred[file_id] = (data_callable, file_name)
+        return file_id
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", spy)
+    at = open_page()
+    res = load_results(v2_sweeps / "reverse.json")
+    assert res["format_version"] == 2
+    assert "results of a reduced sweep" in messages(at)
+    summary = dataframe(at, ["strategy", "mean", "min", "max", "coin"]).set_index("strategy")
+    assert list(summary.index) == ["constant 0", "constant 1", "inverse-sigmoid decay", "tutorials' rule 0.5"]
+    for label in summary.index:
+        vals = [r["final"]["exact_match"] for r in runs_of(res, label)]
+        row = summary.loc[label]
+        assert row["mean"] == pytest.approx(statistics.fmean(vals), abs=1e-4)
+        assert (row["min"], row["max"], row["seeds"]) == (min(vals), max(vals), len(vals))
+    assert summary.loc["constant 1", "seed list"] == "1, 2, 3"                  # the second pass's seed
+    # the tutorials' rule is marked: its coin in the table, a triangle in the final chart, a caption
+    assert summary.loc["tutorials' rule 0.5", "coin"] == "one per step for the batch"
+    assert set(summary.drop(index="tutorials' rule 0.5")["coin"]) == {"one per token"}
+    spec, runs = chart(at, "Final exact match")
+    assert set(runs[runs["strategy"] == "tutorials' rule 0.5"]["coin"]) == {"one per step for the batch"}
+    assert "shape" in json.dumps(spec) and COIN_CAPTION in [c.value for c in at.caption]
+    assert "plus 3 for constant 1 and" in " ".join(c.value for c in at.caption)
+    for line in findings(res):
+        assert line in findings_text(at)
+    # exposure bias: both curves, the means over seeds of the file's numbers
+    _, pos = chart(at, "Accuracy by output position, teacher-forced vs free-running")
+    for mode, field in (("teacher-forced", "accuracy_by_position_teacher_forced"),
+                        ("free-running", "accuracy_by_position")):
+        row = pos[(pos["strategy"] == "constant 1") & (pos["mode"] == mode) & (pos["position"] == 2)]
+        assert float(row["accuracy"].iloc[0]) == pytest.approx(
+            statistics.fmean(r[field]["2"] for r in runs_of(res, "constant 1")))
+    assert "tutorials' rule 0.5 (one coin per step)" in set(pos["panel"])
+    # exact match by length
+    spec, lengths = chart(at, "Final free-running exact match by sequence length")
+    row = lengths[(lengths["strategy"] == "inverse-sigmoid decay") & (lengths["length"] == "3")]
+    assert float(row["value"].iloc[0]) == pytest.approx(
+        statistics.fmean(r["exact_match_by_length"]["3"] for r in runs_of(res, "inverse-sigmoid decay")))
+    assert spec["encoding"]["x"]["sort"] == ["1", "2", "3", "4", "5"]
+    # every chart of the page offers an SVG download besides the toolbar's PNG; drawn when clicked
+    assert svg_buttons(at) == {f"{k}.svg" for k in CHART_KEYS}
+    button = next(b for b in elements(at.main, "download_button") if b.proto.id.endswith("tf.final.svg"))
+    make, name = deferred[button.proto.deferred_file_id]
+    assert name == "attention-lab-teacher-forcing-reverse-final.svg"
+    svg = make()
+    assert svg.lstrip().startswith("<svg") and "tutorials' rule 0.5" in svg.replace("&#39;", "'")
+    assert not at.exception
+
+
+def test_known_numbers_give_the_findings_and_a_full_sweep_has_no_notice(v2_sweeps):
+    path = v2_sweeps / "reverse.json"
+    res = load_results(path)
+    finals = {"constant 0": [0.1, 0.2], "constant 1": [0.5, 0.6, 0.7], "inverse-sigmoid decay": [0.8, 0.9, 0.85],
+              "tutorials' rule 0.5": [0.3, 0.4]}
+    for label, values in finals.items():
+        for run, v in zip(runs_of(res, label), values):
+            run["final"]["exact_match"] = v
+    res["scale"], res["note"] = "full", "the full sweep"
+    write_results(path, res)
+    at = open_page()
+    assert "reduced sweep" not in messages(at)
+    summary = dataframe(at, ["strategy", "mean", "min", "max"]).set_index("strategy")
+    assert summary.loc["inverse-sigmoid decay", "mean"] == pytest.approx(0.85)
+    assert summary.loc["constant 1", "std"] == pytest.approx(0.1)             # sample std of 0.5, 0.6, 0.7
+    text = findings_text(at)
+    assert "Best policy by mean free-running test exact match: inverse-sigmoid decay (0.850 over 3 seeds)." in text
+    assert ("inverse-sigmoid decay beats constant 1 (0.600 over 3 seeds) by 0.250: larger than the seed spread "
+            "(the wider min–max range of the two is 0.200).") in text
+    assert "There is no constant 0.5 run to set the tutorials' rule against." in text
+    assert not at.exception
+
+
+def test_both_sweeps_the_translation_one_in_bleu(v2_sweeps):
+    write_results(v2_sweeps / "translate.json", translate_sweep_results(scale="full"))
+    at = open_page()
+    assert at.radio(key="tf.sweep").options == ["reversal", "translation"]
+    assert "reduced sweep" in messages(at)                                     # the reversal one first
+    at.radio(key="tf.sweep").set_value("translate").run()
+    assert not at.exception, at.exception
+    assert "reduced sweep" not in messages(at)
+    res = load_results(v2_sweeps / "translate.json")
+    summary = dataframe(at, ["strategy", "mean", "min", "max"]).set_index("strategy")
+    assert (summary.loc["constant 1", "mean"], summary.loc["constant 1", "min"], summary.loc["constant 1", "max"],
+            summary.loc["constant 1", "seeds"]) == (29.0, 28.0, 30.0, 3)
+    assert summary.loc["constant 1", "std"] == pytest.approx(1.0)
+    assert pd.isna(summary.loc["constant 0.5", "std"])                         # one seed: no spread
+    assert summary.loc["tutorials' rule 0.5", "coin"] == "one per step for the batch"
+    text = findings_text(at)
+    for line in findings(res):
+        assert line in text
+    assert "inverse-sigmoid decay beats constant 1 (29.00 over 3 seeds) by 4.00: larger than the seed spread" in text
+    assert "lower by 3.00; with one seed for tutorials' rule 0.5 and constant 0.5 the seed spread is unknown" in text
+    _, runs = chart(at, "Final BLEU by strategy")
+    assert sorted(runs[runs["strategy"] == "inverse-sigmoid decay"]["value"]) == [32.0, 33.0, 34.0]
+    spec, buckets = chart(at, "Final free-running BLEU by source length")
+    assert spec["encoding"]["x"]["sort"] == ["1-8", "9-12", "13-16", "21+"]
+    row = buckets[(buckets["strategy"] == "inverse-sigmoid decay") & (buckets["length"] == "1-8")]
+    assert (float(row["value"].iloc[0]), int(row["sentences"].iloc[0]), int(row["seeds"].iloc[0])) == (38.0, 300, 3)
+    _, pos = chart(at, "Accuracy by output position, teacher-forced vs free-running")
+    assert set(pos["mode"]) == {"teacher-forced", "free-running"}
+    _, curves = chart(at, "Free-running BLEU by epoch")
+    epoch2 = curves[(curves["strategy"] == "constant 1") & (curves["epoch"] == 2)]
+    assert float(epoch2["metric"].iloc[0]) == pytest.approx(29.0)
+    assert "plus 2, 3 for constant 1 and inverse-sigmoid decay" in " ".join(c.value for c in at.caption)
+    assert svg_buttons(at) >= {"tf.final.svg", "tf.positions.svg", "tf.by_length.svg"}
+
+
+def test_the_shipped_format_1_file_still_draws(monkeypatch):
+    monkeypatch.setenv("ATTENTION_LAB_SWEEPS", str(ROOT / "checkpoints" / "sweeps"))
+    res = load_results(ROOT / "checkpoints" / "sweeps" / "reverse.json")
+    assert res["format_version"] == 1 and res["scale"] == "reduced"
+    at = open_page()
+    assert "results of a reduced sweep" in messages(at)
+    summary = dataframe(at, ["arch", "strategy", "mean", "min", "max"]).set_index(["arch", "strategy"])
+    assert len(summary) == 16
+    for (arch, label), row in summary.iterrows():
+        vals = [r["final"]["exact_match"] for r in runs_of(res, label, arch)]
+        assert row["mean"] == pytest.approx(statistics.fmean(vals), abs=1e-4)
+        assert row["std"] == pytest.approx(statistics.stdev(vals), abs=1e-4)
+        assert (row["min"], row["max"], row["seeds"], row["coin"]) == (min(vals), max(vals), 3, "one per token")
+    text = findings_text(at)
+    for line in findings(res):
+        assert line in text
+    assert "no tutorials' rule runs" in text
+    _, pos = chart(at, "Accuracy by output position (exposure bias")            # free-running only
+    assert "mode" not in pos.columns or set(pos["mode"]) == {"free-running"}
+    _, lengths = chart(at, "Final free-running exact match by sequence length")
+    row = lengths[(lengths["strategy"] == "constant 1") & (lengths["length"] == "2")]
+    assert float(row["value"].iloc[0]) == pytest.approx(
+        statistics.fmean(r["exact_match_by_length"]["2"] for r in runs_of(res, "constant 1", "gru")))
+    assert svg_buttons(at) == {f"{k}.svg" for k in CHART_KEYS}
+    assert not at.exception

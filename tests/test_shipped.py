@@ -53,3 +53,18 @@ def test_snapshot_series_are_small_ordered_and_described(path):
     assert steps == sorted(steps) and snaps[-1]["label"].startswith("final")
     for s in snaps:
         assert {"step", "epoch", "metric", "value", "val_loss", "label"} <= set(s)
+
+
+def test_shipped_sweep_files_follow_their_schema_and_their_weights_load():
+    from seq2seq.checkpoint import load_checkpoint
+    from seq2seq.sweep import check_schema, load_results
+
+    files = sorted((ROOT / "checkpoints" / "sweeps").glob("*.json"))
+    assert files, "no sweep results shipped"
+    for path in files:
+        res = load_results(path)
+        assert check_schema(res) == [], path
+        for run in res["runs"]:
+            if run.get("checkpoint"):
+                ck = load_checkpoint(path.parent / run["checkpoint"])
+                assert ck.card["name"] == run["name"]

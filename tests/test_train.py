@@ -27,7 +27,8 @@ def test_cli_reverse_bahdanau_learns_lengths_1_to_10_fast(tmp_path):
     assert set(em) == {str(n) for n in range(1, 61)}
     assert card["metrics"]["exact_match_1_10"] >= 0.95, em
     assert card["provenance"]["device"] == "cpu" and card["provenance"]["seed"] == 1234
-    assert card["teacher_forcing"]["kind"] == "constant" and "per sequence" in card["teacher_forcing"]["coin"]
+    assert card["teacher_forcing"]["kind"] == "constant" and card["teacher_forcing"]["coin"] == "token"
+    assert "per sequence" in card["teacher_forcing"]["coin_rule"]
     h = card["history"][0]
     for key in ("train_loss", "val_loss", "val_exact_match", "tf_ratio", "seconds", "tokens_per_s"):
         assert key in h

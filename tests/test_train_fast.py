@@ -76,6 +76,51 @@ def test_coins_are_per_token_and_per_sequence():
     assert not bool(Seq2Seq.draw_coins(tgt, 0.0)[:, 1:].any())
 
 
+def test_the_tutorials_rule_draws_one_coin_per_step_for_the_whole_batch():
+    torch.manual_seed(0)
+    tgt = torch.zeros(64, 30, dtype=torch.long)
+    coins = Seq2Seq.draw_coins(tgt, 0.5, coin="step")
+    assert coins.shape == (64, 29) and bool(coins[:, 0].all())
+    assert torch.equal(coins, coins[:1].expand_as(coins))   # every row the same
+    assert 0 < int(coins[0, 1:].sum()) < 28                  # but steps differ
+    assert Seq2Seq.draw_coins(tgt, 1.0, coin="step") is None
+    with pytest.raises(ValueError):
+        Seq2Seq.draw_coins(tgt, 0.5, coin="sequence")
+    with pytest.raises(ValueError):
+        TeacherForcingConfig(coin="batch")
+
+
+@pytest.mark.parametrize("arch", ["gru", "bahdanau"])
+def test_step_coins_give_the_plain_loss_and_gradients_on_the_fast_path(arch):
+    torch.manual_seed(0)
+    model = build_model(tiny_config(arch)).train()
+    torch.manual_seed(3)
+    coins = Seq2Seq.draw_coins(batch()[2], 0.5, coin="step")
+    a, _, ga = loss_and_grads(model, coins, fast=False)
+    b, _, gb = loss_and_grads(model, coins, fast=True)
+    assert abs(a - b) <= LOSS_TOL
+    assert all(torch.allclose(ga[k], gb[k], atol=GRAD_TOL, rtol=1e-4) for k in ga)
+
+
+def test_training_passes_the_coin_rule_to_the_loss(monkeypatch):
+    seen = []
+    original = Seq2Seq.draw_coins
+
+    def spy(tgt, ratio, coin="token"):
+        if ratio < 1.0:                 # validation's teacher-forced loss draws nothing
+            seen.append(coin)
+        return original(tgt, ratio, coin)
+    monkeypatch.setattr(Seq2Seq, "draw_coins", staticmethod(spy))
+    cfg = TrainConfig(task="reverse", epochs=1, batch_size=32, patience=0, reverse_max_len=5,
+                      reverse_train_size=64, reverse_val_size=16,
+                      teacher_forcing=TeacherForcingConfig(kind="constant", ratio=0.5, coin="step"))
+    model_cfg = ModelConfig(arch="gru", emb_dim=8, hidden_dim=16, attn_dim=8, dropout=0.0)
+    _, card = train(model_cfg, cfg, None, load_task_data(cfg, None, None), torch.device("cpu"),
+                    progress=False, final_eval=False)
+    assert seen and set(seen) == {"step"}
+    assert card["teacher_forcing"]["coin"] == "step" and "tutorials" in card["teacher_forcing"]["coin_rule"]
+
+
 def test_ratio_zero_feeds_the_models_own_argmax_on_the_fast_path_too():
     """With every coin tails the gold inputs after <sos> must not matter."""
     torch.manual_seed(0)
@@ -105,3 +150,16 @@ def test_a_short_seeded_training_run_has_the_same_history_on_both_paths(arch):
         assert abs(fast_row["train_loss"] - plain_row["train_loss"]) <= 1e-3
         assert abs(fast_row["val_loss"] - plain_row["val_loss"]) <= 1e-3
         assert fast_row["tf_ratio"] == plain_row["tf_ratio"]
+
+
+def test_the_training_command_takes_the_coin_rule():
+    from seq2seq.train import build_parser, configs_from_args
+
+    args = build_parser().parse_args(["--task", "reverse", "--arch", "gru", "--out", "x",
+                                      "--tf-ratio", "0.5", "--tf-coin", "step"])
+    _, cfg = configs_from_args(args)
+    assert cfg.teacher_forcing.coin == "step" and cfg.teacher_forcing.ratio == 0.5
+    _, default = configs_from_args(build_parser().parse_args(["--task", "reverse", "--arch", "gru", "--out", "x"]))
+    assert default.teacher_forcing.coin == "token"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["--task", "reverse", "--out", "x", "--tf-coin", "batch"])

@@ -141,12 +141,27 @@ class DecoderBase(nn.Module):
             predicted = None
             if coins is not None:
                 f = self.dropout(f)                                     # [B, D], as the logits see it
-                if t + 1 < T and not bool(coins[:, t + 1].all()):
-                    predicted = self.out.argmax(f.detach(), exclude=())  # [B]
+                if t + 1 < T:
+                    predicted = self.predictions_for_tails(f, coins[:, t + 1])
             feats.append(f)
         if coins is None:                      # no step needed its logits: one dropout mask
             return self.dropout(torch.stack(feats, 1))                  # [B, T, D]
         return torch.stack(feats, 1)
+
+    def predictions_for_tails(self, f: torch.Tensor, gold_next: torch.Tensor) -> torch.Tensor | None:
+        """The argmax ids [B] the next step is fed where its coin is tails (gold_next [B]
+        False), from features f [B, D]; None when every row gets the gold token. Only the
+        tails rows are scored: the other rows' ids (0) are never read."""
+        tails = ~gold_next
+        n = int(tails.sum())
+        if n == 0:
+            return None
+        if n == tails.numel():
+            return self.out.argmax(f.detach(), exclude=())
+        rows = tails.nonzero().squeeze(1)
+        predicted = torch.zeros(f.size(0), dtype=torch.long, device=f.device)
+        predicted[rows] = self.out.argmax(f.detach().index_select(0, rows), exclude=())
+        return predicted
 
     def gru_from_projection(self, gi: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A one-layer GRU step whose input projection gi [B, 3H] (bias included) is known:

@@ -79,18 +79,23 @@ class Seq2Seq(nn.Module):
         return self.decoder.step_argmax(prev, state, memory, exclude)
 
     @staticmethod
-    def draw_coins(tgt: torch.Tensor, teacher_forcing: float) -> torch.Tensor | None:
-        """The teacher-forcing coins of a batch, one per sequence and per step: [B, T-1],
-        True where step t is fed the gold token (column 0, the <sos> step, always True).
-        None when every coin is heads (ratio 1): nothing is drawn then."""
+    def draw_coins(tgt: torch.Tensor, teacher_forcing: float, coin: str = "token") -> torch.Tensor | None:
+        """The teacher-forcing coins of a batch: [B, T-1], True where step t is fed the gold
+        token (column 0, the <sos> step, always True). coin "token": one coin per sequence
+        and per step; "step": one coin per step for the whole batch (the tutorials' rule),
+        so every row of a column is the same. None when every coin is heads (ratio 1)."""
         if teacher_forcing >= 1.0:
             return None
+        if coin not in ("token", "step"):
+            raise ValueError(f"coin {coin!r}; expected 'token' or 'step'")
         B, steps = tgt.size(0), tgt.size(1) - 1
-        coins = torch.rand(B, steps, device=tgt.device) < teacher_forcing
+        rows = B if coin == "token" else 1
+        coins = (torch.rand(rows, steps, device=tgt.device) < teacher_forcing).expand(B, steps).clone()
         coins[:, 0] = True
         return coins
 
-    def forward(self, src, src_lens, tgt, teacher_forcing: float = 1.0, coins: torch.Tensor | None = None):
+    def forward(self, src, src_lens, tgt, teacher_forcing: float = 1.0, coins: torch.Tensor | None = None,
+                coin: str = "token"):
         """The plain path: logits [B, T-1, V] predicting tgt[:, 1:], one decoder step (and
         one output layer) at a time, as decoding runs it. The reference the fast path
         (`loss`) is tested against.
@@ -99,7 +104,7 @@ class Seq2Seq(nn.Module):
         the coin is flipped per sequence and per step (`draw_coins`), else the argmax of
         the previous step's logits is fed. `coins` [B, T-1] fixes them."""
         if coins is None:
-            coins = self.draw_coins(tgt, teacher_forcing)
+            coins = self.draw_coins(tgt, teacher_forcing, coin)
         memory, state = self.encode(src, src_lens)
         tgt_in = tgt[:, :-1]                                               # [B, T-1]
         steps = []
@@ -114,16 +119,17 @@ class Seq2Seq(nn.Module):
         return torch.stack(steps, 1)                                       # [B, T-1, V]
 
     def loss(self, src, src_lens, tgt, teacher_forcing: float = 1.0, coins: torch.Tensor | None = None,
-             label_smoothing: float = 0.0, fast: bool = True, bf16_output: bool = False):
+             label_smoothing: float = 0.0, fast: bool = True, bf16_output: bool = False, coin: str = "token"):
         """Mean cross-entropy per target token (padding excluded) and the number of tokens.
 
         fast=True, training's path: the decoder loop keeps only what is sequential
         (decoder.train_features); the output layer and the loss then run once over the
         real (non-padding) target tokens of all steps. fast=False: the plain step loop
         (`forward`). Same values either way (tests/test_train_fast.py). bf16_output: the
-        output layer's matmul in bfloat16 autocast (CPUs with native bf16, see train.py)."""
+        output layer's matmul in bfloat16 autocast (CPUs with native bf16, see train.py).
+        coin: the coins' granularity (`draw_coins`)."""
         if coins is None:
-            coins = self.draw_coins(tgt, teacher_forcing)
+            coins = self.draw_coins(tgt, teacher_forcing, coin)
         gold = tgt[:, 1:]                                                  # [B, T-1]
         keep = gold != self.cfg.pad_id
         n_tokens = int(keep.sum())
