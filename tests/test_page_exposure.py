@@ -4,12 +4,10 @@ one, teacher-forced vs free-running, with the first divergence marked; by defaul
 translation sweep's constant 1 run and its best scheduled policy."""
 import json
 import re
-from types import SimpleNamespace
 
 import pandas as pd
 import pyarrow as pa
 import pytest
-import torch
 from streamlit.testing.v1 import AppTest
 
 from app_support.teacher_forcing_view import (_highlight, fallback_pair, gold_prob_frame, sentence_matches,
@@ -21,6 +19,7 @@ from seq2seq.sweep import best_scheduled, full_command, write_results
 from seq2seq.translate import Translator
 
 from apptest_util import translate_sweep_results
+from test_page_teacher_forcing import CountingModel
 from conftest import ROOT
 
 PAGE = "pages/teacher_forcing.py"
@@ -115,22 +114,6 @@ def kept_translation_sweep(folder, kept: dict) -> dict:
 
 
 # ------------------------------------------------------------------ pure
-class CountingModel(torch.nn.Module):
-    """Writes prev + 1 (5 after <sos>, <eos> after 9)."""
-
-    def __init__(self):
-        super().__init__()
-        self.cfg = SimpleNamespace(tgt_vocab_size=12, max_out_len=20)
-        self.dummy = torch.nn.Parameter(torch.zeros(1))
-
-    def encode(self, src, src_lens):
-        return None, {}
-
-    def decode_step(self, prev, state, memory):
-        nxt = torch.where(prev == 2, 5, torch.where(prev >= 9, 3, prev + 1))    # [B]
-        return torch.nn.functional.one_hot(nxt, 12).float() * 10, state, None  # [B, V]
-
-
 def test_gold_prob_frame_and_chart_mark_the_first_divergence():
     itos = ["<pad>", "<unk>", "<sos>", "<eos>"] + [str(i) for i in range(4, 12)]
     r = replay(CountingModel(), [4, 4], [5, 6, 7, 9], itos)        # free: 5 6 7 8 9 <eos>, diverges at step 4
