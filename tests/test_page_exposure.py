@@ -19,10 +19,9 @@ from seq2seq.sweep import best_scheduled, full_command, write_results
 from seq2seq.translate import Translator
 
 from apptest_util import translate_sweep_results
-from test_page_teacher_forcing import CountingModel
+from test_page_teacher_forcing import CountingModel, open_page as open_teacher_forcing_page
 from conftest import ROOT
 
-PAGE = "pages/teacher_forcing.py"
 CKPTS = ROOT / "checkpoints"
 CORPUS = json.loads((CKPTS / "translate-bahdanau" / "corpus-test2016.json").read_text(encoding="utf-8"))["columns"]
 FORCED, FREE = "p(gold | gold prefix)", "p(gold | own prefix)"
@@ -30,13 +29,7 @@ NOTE = "The translation sweep's models are not trained yet"
 
 
 def open_page(query=None, timeout=120) -> AppTest:
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=timeout)
-    for k, v in (query or {}).items():
-        at.query_params[k] = v
-    at.switch_page(PAGE)
-    at.run()
-    assert not at.exception, at.exception
-    return at
+    return open_teacher_forcing_page(query, timeout)   # two models decode here: a longer timeout
 
 
 def messages(at) -> str:
