@@ -323,14 +323,20 @@ def tutorial_train_step(model: Seq2Seq, batch, optimizer, ratio: float = 0.5) ->
     return int((tgt[:, 1:] != PAD_ID).sum())
 
 
-def our_train_step(model: Seq2Seq, batch, optimizer, ratio: float = 1.0) -> int:
-    """What seq2seq.train runs: the fast path (Seq2Seq.loss), coins per token and sequence."""
-    loss, n_tokens = model.loss(batch.src, batch.src_lens, batch.tgt, teacher_forcing=ratio)
+def our_train_step(model: Seq2Seq, batch, optimizer, ratio: float = 1.0, precision: str = "float32") -> int:
+    """What seq2seq.train runs: the fast path (Seq2Seq.loss), coins per token and sequence;
+    precision "bf16" is its --cpu-bf16 mode."""
+    loss, n_tokens = model.loss(batch.src, batch.src_lens, batch.tgt, teacher_forcing=ratio, precision=precision)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
     return n_tokens
+
+
+def training_precisions(device) -> tuple[str, ...]:
+    """Ours is timed in float32 everywhere, and in bf16 (--cpu-bf16) on CPUs with native bf16."""
+    return ("float32", "bf16") if device.type == "cpu" and cpu_has_native_bf16() else ("float32",)
 
 
 def train_flops(cfg: ModelConfig, src_tokens: int, steps: int, mean_src: float) -> float:
@@ -363,40 +369,44 @@ def _time_steps(step, batches, device) -> float:
 
 
 def bench_arch_training(cfg: ModelConfig, batches: list, device, repeats: int, warmup: int = 2) -> dict:
-    """Ours against the tutorials' loop on the same batches, timed in alternating pairs
-    (one model and optimizer per way, each warmed up on `warmup` batches first), at ratio
-    1.0 and at scheduled-sampling ratio 0.5. Ratios: the median of the per-pair ratios."""
+    """Ours (in each of `training_precisions`) against the tutorials' loop on the same
+    batches, timed in rotation (one model and optimizer per way, each warmed up on `warmup`
+    batches first), at ratio 1.0 and at scheduled-sampling ratio 0.5. Speed-ups: the median
+    of the per-round ratios."""
     warm, timed_batches = batches[:warmup], batches[warmup:]
     tokens = sum(b.n_target_tokens for b in timed_batches)
     out = {}
     for label, ratio in (("tf", 1.0), ("ss", 0.5)):
         ways = {}
-        for way in ("baseline", "ours"):
+        for way in ("baseline",) + training_precisions(device):
             model, opt = _train_model(cfg, device)
             random.seed(0)
             step = (lambda b, m=model, o=opt: tutorial_train_step(m, b, o, ratio)) if way == "baseline" else \
-                (lambda b, m=model, o=opt: our_train_step(m, b, o, ratio))
+                (lambda b, m=model, o=opt, p=way: our_train_step(m, b, o, ratio, p))
             for b in warm:
                 step(b)
             ways[way] = step
-        times = {"baseline": [], "ours": []}
+        times = {way: [] for way in ways}
         for _ in range(repeats):
-            for way in ("baseline", "ours"):
+            for way in ways:
                 times[way].append(_time_steps(ways[way], timed_batches, device))
-        pair_ratios = [b / o for b, o in zip(times["baseline"], times["ours"])]
-        out[label] = {"ours_tokens_per_s": tokens / statistics.median(times["ours"]),
-                      "baseline_tokens_per_s": tokens / statistics.median(times["baseline"]),
-                      "speedup": statistics.median(pair_ratios),
-                      "speedup_spread": [round(min(pair_ratios), 2), round(max(pair_ratios), 2)],
-                      "ours_s": statistics.median(times["ours"])}
+        out[label] = {"baseline_tokens_per_s": tokens / statistics.median(times["baseline"])}
+        for way in ways:
+            if way == "baseline":
+                continue
+            ratios = [b / o for b, o in zip(times["baseline"], times[way])]
+            out[label][way] = {"tokens_per_s": tokens / statistics.median(times[way]),
+                               "speedup": statistics.median(ratios),
+                               "speedup_spread": [round(min(ratios), 2), round(max(ratios), 2)],
+                               "seconds": statistics.median(times[way])}
     return out
 
 
-def epoch_seconds(cfg: ModelConfig, ds: PairDataset, device) -> float:
+def epoch_seconds(cfg: ModelConfig, ds: PairDataset, device, precision: str = "float32") -> float:
     """One full epoch of Multi30k with the training command's path (ratio 1.0)."""
     model, opt = _train_model(cfg, device)
     batches = [b.to(device) for b in ds.batches(128, shuffle=True, seed=2)]
-    return _time_steps(lambda b: our_train_step(model, b, opt), batches, device)
+    return _time_steps(lambda b: our_train_step(model, b, opt, 1.0, precision), batches, device)
 
 
 def bench_training(data, device: torch.device, quick: bool, repeats: int = 3) -> dict:
@@ -415,8 +425,13 @@ def bench_training(data, device: torch.device, quick: bool, repeats: int = 3) ->
     peak = matmul_peak_gflops(device, n=1024 if quick else 2048)
     out = {"device": device.type, "cpu": cpu_description(), "batches_timed": n_batches, "batch_size": 128,
            "repeats": 1 if quick else repeats, "matmul_peak_gflops": round(peak, 1),
-           "timing": f"ours and the tutorial loop on the same batches, timed alternately after {warmup} warm-up "
-                     "batches each; speed-up: median of the per-pair ratios"}
+           "precisions": list(training_precisions(device)),
+           "timing": f"ours ({' and '.join(training_precisions(device))}) and the tutorial loop (float32) on the "
+                     f"same batches, timed in rotation after {warmup} warm-up batches each; speed-up: median of "
+                     "the per-round ratios"}
+    if "bf16" in out["precisions"]:
+        out["matmul_peak_bf16_gflops"] = round(matmul_peak_gflops(device, n=1024 if quick else 2048,
+                                                                  dtype=torch.bfloat16), 1)
     for arch in ARCHS:
         shipped = ROOT / "checkpoints" / f"translate-{arch}"
         cfg = Card.load(shipped).model_config if (shipped / "card.json").exists() else ModelConfig(arch=arch)
@@ -426,19 +441,28 @@ def bench_training(data, device: torch.device, quick: bool, repeats: int = 3) ->
         src_tokens = int(sum(b.src_lens.sum() for b in timed))
         steps = sum(b.tgt.size(0) * (b.tgt.size(1) - 1) for b in timed)
         mean_src = src_tokens / sum(b.src.size(0) for b in timed)
-        gflops = train_flops(cfg, src_tokens, steps, mean_src) / r["tf"]["ours_s"] / 1e9
-        row = {"tokens_per_s": round(r["tf"]["ours_tokens_per_s"], 1),
+        flops = train_flops(cfg, src_tokens, steps, mean_src)
+        best = training_precisions(device)[-1]      # what --cpu-bf16 trains in here (float32 without native bf16)
+        tf, ss = r["tf"][best], r["ss"][best]
+        row = {"precision": best,
+               "tokens_per_s": round(tf["tokens_per_s"], 1),
                "baseline_tokens_per_s": round(r["tf"]["baseline_tokens_per_s"], 1),
-               "speedup": round(r["tf"]["speedup"], 2), "speedup_spread": r["tf"]["speedup_spread"],
-               "ss_tokens_per_s": round(r["ss"]["ours_tokens_per_s"], 1),
+               "speedup": round(tf["speedup"], 2), "speedup_spread": tf["speedup_spread"],
+               "ss_tokens_per_s": round(ss["tokens_per_s"], 1),
                "ss_baseline_tokens_per_s": round(r["ss"]["baseline_tokens_per_s"], 1),
-               "ss_speedup": round(r["ss"]["speedup"], 2), "ss_speedup_spread": r["ss"]["speedup_spread"],
-               "gflops": round(gflops, 1), "params": sum(p.numel() for p in build_model(cfg).parameters())}
+               "ss_speedup": round(ss["speedup"], 2), "ss_speedup_spread": ss["speedup_spread"],
+               "gflops": round(flops / tf["seconds"] / 1e9, 1),
+               "params": sum(p.numel() for p in build_model(cfg).parameters())}
+        if best != "float32":           # the float32 fast path beside it
+            f32, f32_ss = r["tf"]["float32"], r["ss"]["float32"]
+            row.update(float32_tokens_per_s=round(f32["tokens_per_s"], 1), float32_speedup=round(f32["speedup"], 2),
+                       float32_ss_speedup=round(f32_ss["speedup"], 2),
+                       float32_gflops=round(flops / f32["seconds"] / 1e9, 1))
         if quick:
-            row["epoch_s"] = round(epoch_tokens / r["tf"]["ours_tokens_per_s"], 1)
+            row["epoch_s"] = round(epoch_tokens / tf["tokens_per_s"], 1)
             row["epoch_s_measured"] = False
         else:
-            row["epoch_s"] = round(epoch_seconds(cfg, ds, device), 1)
+            row["epoch_s"] = round(epoch_seconds(cfg, ds, device, best), 1)
             row["epoch_s_measured"] = True
         out[arch] = row
     return out
@@ -533,19 +557,29 @@ def decoding_markdown(report: dict) -> str:
 def training_markdown(report: dict) -> str:
     """The training part of the README's Performance section."""
     t = report["train"]
+    cpu = t.get("cpu") or {}
+    bf16 = "bf16" in t.get("precisions", [])
+    peaks = f"{t.get('matmul_peak_gflops')} GFLOP/s float32" + (
+        f", {t.get('matmul_peak_bf16_gflops')} GFLOP/s bf16" if t.get("matmul_peak_bf16_gflops") else "")
     lines = [f"Measured by `python -m seq2seq.bench --only train` on {report['machine']} ({report['when']}).", "",
-             f"Training throughput on {t['device']} ({(t.get('cpu') or {}).get('model', '')}, native bf16: "
-             f"{(t.get('cpu') or {}).get('native_bf16')}; target tokens/s, {t['batches_timed']} batches of 128; "
-             f"{t.get('timing', '')}; matrix-multiply peak in the same run: {t.get('matmul_peak_gflops')} GFLOP/s):",
-             "", "| arch | ours, ratio 1.0 | tutorial loop, 1.0 | speed-up | ours, ratio 0.5 | tutorial loop, 0.5 | "
-             "speed-up | GFLOP/s (ratio 1.0) | one epoch |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             f"Training throughput on {t['device']} ({cpu.get('model', '')}, native bf16: {cpu.get('native_bf16')}; "
+             f"target tokens/s, {t['batches_timed']} batches of 128; {t.get('timing', '')}; matrix-multiply peak in "
+             f"the same run: {peaks}). \"Ours\" is " + ("the fast path with `--cpu-bf16` (bf16 matmuls; this CPU "
+             "has native bf16), the float32 fast path beside it" if bf16 else "the float32 fast path (this CPU has "
+             "no native bf16, so `--cpu-bf16` trains in float32 here)") + ":", "",
+             "| arch | ours, ratio 1.0 | tutorial loop, 1.0 | speed-up | ours, ratio 0.5 | tutorial loop, 0.5 | "
+             "speed-up | GFLOP/s (ratio 1.0) | one epoch |"
+             + (" float32 fast path: speed-up 1.0 / 0.5 |" if bf16 else ""),
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if bf16 else "")]
     for arch in ("lstm", "gru", "bahdanau", "luong"):
         if arch in t:
             r = t[arch]
             epoch = f"{r.get('epoch_s')} s" + ("" if r.get("epoch_s_measured") else " (estimate)")
             lines.append(f"| {arch} | {r['tokens_per_s']:,.0f} | {r['baseline_tokens_per_s']:,.0f} | {r['speedup']}× "
                          f"({r['speedup_spread'][0]}–{r['speedup_spread'][1]}) | {r.get('ss_tokens_per_s', 0):,.0f} | "
-                         f"{r.get('ss_baseline_tokens_per_s', 0):,.0f} | {r.get('ss_speedup')}× | {r.get('gflops')} | {epoch} |")
+                         f"{r.get('ss_baseline_tokens_per_s', 0):,.0f} | {r.get('ss_speedup')}× | {r.get('gflops')} | "
+                         f"{epoch} |" + (f" {r.get('float32_speedup')}× / {r.get('float32_ss_speedup')}× |"
+                                         if bf16 else ""))
     checks = [c for c in target_checks(report) if c["target"].startswith("training")]
     return "\n".join(lines + targets_markdown(checks, report.get("quick")))
 

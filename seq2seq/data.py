@@ -64,32 +64,32 @@ def tokenized_multi30k(data_dir: str | os.PathLike | None, cache: str | os.PathL
     """split -> {"de": token lists, "en": token lists, "en_raw": English sentences}, with
     lowercased spaCy tokens (the raw English is what standard sacreBLEU scores against).
 
-    With `cache`, tokens are read from that JSON(.gz) file when it exists, else computed
-    from `data_dir` and written there. A machine without spaCy trains from the cache."""
+    With `cache`, tokens are read from that JSON(.gz) file when it exists; splits it lacks
+    are computed from `data_dir` and added to it (a cache written by a one-split command
+    serves a training later). A machine without spaCy trains from the cache."""
+    cached: dict = {}
     if cache is not None and Path(cache).is_file():
         with gzip.open(cache, "rt", encoding="utf-8") as f:
-            data = json.load(f)
-        missing = [s for s in splits if s not in data]
-        if missing:
-            raise DataError(f"token cache {cache} lacks splits {missing}")
-        return {s: data[s] for s in splits}
+            cached = json.load(f)
+    missing = [s for s in splits if s not in cached]
+    if not missing:
+        return {s: cached[s] for s in splits}
     if data_dir is None:
-        raise DataError("no --data-dir given and no token cache found"
-                        + (f" at {cache}" if cache else ""))
+        raise DataError("no --data-dir given and no token cache found" if not cached else
+                        f"token cache {cache} lacks splits {missing} and no --data-dir was given to add them")
     from .text import tokenize
 
-    out = {}
-    for s in splits:
+    for s in missing:
         de, en = read_multi30k(data_dir, s)
-        out[s] = {"de": [tokenize(x, "spacy:de") for x in de],
-                  "en": [tokenize(x, "spacy:en") for x in en], "en_raw": en}
+        cached[s] = {"de": [tokenize(x, "spacy:de") for x in de],
+                     "en": [tokenize(x, "spacy:en") for x in en], "en_raw": en}
     if cache is not None:
         Path(cache).parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(f"{cache}.tmp{os.getpid()}")
         with gzip.open(tmp, "wt", encoding="utf-8") as f:
-            json.dump(out, f)
+            json.dump(cached, f)
         os.replace(tmp, cache)
-    return out
+    return {s: cached[s] for s in splits}
 
 
 def generate_reversal(n: int, min_len: int, max_len: int, seed: int, alphabet: str) -> list[list[str]]:

@@ -79,6 +79,10 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--plain-loop", action="store_true",
                    help="train with the plain step loop instead of the fast path (same values, slower)")
     g.add_argument("--no-amp", action="store_true", help="no bf16 mixed precision on CUDA")
+    g.add_argument("--cpu-bf16", action="store_true",
+                   help="CPU: the fast path's matmuls in bfloat16 (float32 accumulation, softmax and loss) where "
+                        "the CPU multiplies bf16 natively (AVX512-BF16, AMX); float32 elsewhere, with a notice. "
+                        "Validation and evaluation stay float32")
     g = p.add_argument_group("reversal task")
     g.add_argument("--min-len", type=positive_int, default=1)
     g.add_argument("--max-len", type=positive_int, default=20)
@@ -114,7 +118,8 @@ def configs_from_args(args) -> tuple[ModelConfig, TrainConfig]:
                       reverse_min_len=args.min_len, reverse_max_len=args.max_len,
                       reverse_train_size=args.train_size, reverse_val_size=args.val_size,
                       max_minutes=args.max_minutes or 0.0, eval_beam=args.eval_beam, amp=not args.no_amp,
-                      half_weights=args.half, fast_path=not args.plain_loop, teacher_forcing=tf)
+                      half_weights=args.half, fast_path=not args.plain_loop, cpu_bf16=args.cpu_bf16,
+                      teacher_forcing=tf)
     return model_cfg, cfg
 
 

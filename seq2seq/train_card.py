@@ -110,10 +110,24 @@ def make_card(model, model_cfg: ModelConfig, cfg: TrainConfig, data: TaskData, d
         "stopped": stopped,
         "sample": {"input": sample_in, "beam": 1, "output": sample.text, "output_tokens": sample.output_tokens},
         "provenance": {**training_provenance(device, cfg, wall, data), "epochs_run": len(history), "stopped": stopped,
-                       "mixed_precision": "bf16" if (cfg.amp and device.type == "cuda") else "none",
+                       "mixed_precision": mixed_precision(cfg, device, history),
                        "mean_tokens_per_s": round(sum(tokens_per_s) / len(tokens_per_s), 1) if tokens_per_s else None,
                        # processes that trained it (torchrun); tokens_per_s counts them all
                        "world_size": world_size,
                        **({"distributed_backend": backend, "batch_size_per_process": cfg.batch_size}
                           if world_size > 1 else {})},
     }
+
+
+def mixed_precision(cfg: TrainConfig, device, history: list[dict]) -> str:
+    """What the training matmuls ran in: "bf16" (CUDA autocast, or --cpu-bf16 on a CPU with
+    native bf16, every epoch), "none" (float32), or "bf16 for epochs ..." when a resumed run
+    changed machines."""
+    if device.type == "cuda":
+        return "bf16" if cfg.amp else "none"
+    bf16 = [h["epoch"] for h in history if h.get("precision") == "bf16"]
+    if not bf16:
+        return "none"
+    if len(bf16) == len(history):
+        return "bf16"
+    return f"bf16 for epochs {bf16}, float32 for the others"

@@ -23,6 +23,7 @@ from .distributed import any_rank, broadcast_json, broadcast_tensors, current_di
 from .errors import Seq2SeqError
 from .evaluate import bleu_scores, decode_corpus, ppl, teacher_forced_loss
 from .models import Seq2Seq, TrainingLoss, build_model
+from .models.output import cpu_has_native_bf16
 from .schedules import teacher_forcing_ratio
 from .snapshots import SNAPSHOT_EPOCHS, first_snapshot_batch
 from .task_data import TaskData
@@ -135,8 +136,20 @@ class Snapshots:
                             val_loss=val_row.get("val_loss"))
 
 
+def training_precision(cfg: TrainConfig, device) -> tuple[str, str | None]:
+    """The fast path's matmul precision for this run on this machine, and a notice when
+    --cpu-bf16 was asked for but can't be given (a run resumed on another kind of CPU)."""
+    if not cfg.cpu_bf16 or device.type != "cpu":
+        return "float32", None
+    if not cpu_has_native_bf16():
+        return "float32", ("--cpu-bf16: this CPU has no native bf16 (AVX512-BF16 or AMX), where bf16 matmuls are "
+                           "emulated and slower: training in float32")
+    return "bf16", None
+
+
 def train_epoch(net, model, optimizer, batches, cfg: TrainConfig, run: RunState, epoch: int, device,
-                hooks: TrainHooks, clock: Callable[[], float], on_quarter: Callable[[], None] | None) -> dict:
+                hooks: TrainHooks, clock: Callable[[], float], on_quarter: Callable[[], None] | None,
+                precision: str = "float32") -> dict:
     """One epoch of updates; returns {loss_sum, tokens, ratios, seconds}. Sets run.stopped
     when the time budget runs out (all ranks leave at the same batch)."""
     ddp = current_dist()
@@ -153,7 +166,7 @@ def train_epoch(net, model, optimizer, batches, cfg: TrainConfig, run: RunState,
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
             loss, n_tok = net(batch.src, batch.src_lens, batch.tgt, teacher_forcing=ratio,
                               label_smoothing=cfg.label_smoothing, fast=cfg.fast_path,
-                              coin=cfg.teacher_forcing.coin)
+                              coin=cfg.teacher_forcing.coin, precision=precision)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.clip > 0:
@@ -278,6 +291,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | None, data: T
                    clock())
         model.train()
 
+    precision, notice = training_precision(cfg, device)
+    if notice and ddp.is_main:
+        print(f"note: {notice}", file=sys.stderr)
     for epoch in range(run.start_epoch, cfg.epochs):
         if run.stopped:
             break
@@ -290,8 +306,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | None, data: T
             raise Seq2SeqError(f"no training batch for each of the {ddp.world_size} processes: "
                                f"use a smaller --batch-size or more training data")
         stats = train_epoch(net, model, optimizer, batches, cfg, run, epoch, device, hooks, clock,
-                            quarter_snapshot if snaps is not None else None)
-        row = epoch_row(stats, epoch, run, device)
+                            quarter_snapshot if snaps is not None else None, precision)
+        row = dict(epoch_row(stats, epoch, run, device), precision=precision)
         if ddp.is_main:
             close_epoch(row, model, optimizer, data, cfg, model_cfg, run, device, state_path, hooks, clock())
             if snaps is not None and epoch + 1 in SNAPSHOT_EPOCHS:

@@ -77,3 +77,15 @@ def lab_root(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("ATTENTION_LAB_CHECKPOINTS", str(root))
         yield root
+
+
+def training_batch(seed=0, vocab=19):
+    """src, lens, tgt of a small training batch: targets of three lengths (<sos> first,
+    then <eos> and padding in two rows)."""
+    src, lens = padded_batch([7, 3, 5, 7, 1, 6], seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    tgt = torch.randint(4, vocab, (6, 9), generator=g)
+    tgt[:, 0] = 2                       # <sos>
+    tgt[2, 5], tgt[2, 6:] = 3, 0        # one shorter target: <eos>, then padding
+    tgt[4, 3], tgt[4, 4:] = 3, 0
+    return src, lens, tgt

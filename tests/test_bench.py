@@ -58,6 +58,10 @@ def test_bench_quick_json_has_the_documented_keys():
         for key in ("tokens_per_s", "baseline_tokens_per_s", "speedup", "ss_tokens_per_s", "ss_speedup",
                     "epoch_s", "gflops"):
             assert r["train"][arch][key] > 0, (arch, key)
+        # ours is timed in bf16 exactly where the CPU multiplies bf16 natively, float32 beside it
+        native = r["train"]["cpu"]["native_bf16"]
+        assert r["train"][arch]["precision"] == ("bf16" if native else "float32")
+        assert ("float32_speedup" in r["train"][arch]) == native
 
 
 def test_app_timings_are_skipped_where_spacy_is_missing(monkeypatch):

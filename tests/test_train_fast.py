@@ -10,20 +10,10 @@ from seq2seq.models import Seq2Seq, build_model
 from seq2seq.task_data import load_task_data
 from seq2seq.trainer import train
 
-from conftest import padded_batch, tiny_config
+from conftest import tiny_config, training_batch as batch
 
 LOSS_TOL = 1e-5      # float32: the paths add in different orders (about 1e-7 relative)
 GRAD_TOL = 1e-5
-
-
-def batch(seed=0, vocab=19):
-    src, lens = padded_batch([7, 3, 5, 7, 1, 6], seed=seed)
-    g = torch.Generator().manual_seed(seed + 1)
-    tgt = torch.randint(4, vocab, (6, 9), generator=g)
-    tgt[:, 0] = 2                       # <sos>
-    tgt[2, 5], tgt[2, 6:] = 3, 0        # one shorter target: <eos>, then padding
-    tgt[4, 3], tgt[4, 4:] = 3, 0
-    return src, lens, tgt
 
 
 def loss_and_grads(model: Seq2Seq, coins, fast: bool, label_smoothing=0.1):

@@ -157,10 +157,10 @@ class DecoderBase(nn.Module):
         if n == 0:
             return None
         if n == tails.numel():
-            return self.out.argmax(f.detach(), exclude=())
+            return self.out.training_argmax(f)
         rows = tails.nonzero().squeeze(1)
         predicted = torch.zeros(f.size(0), dtype=torch.long, device=f.device)
-        predicted[rows] = self.out.argmax(f.detach().index_select(0, rows), exclude=())
+        predicted[rows] = self.out.training_argmax(f.detach().index_select(0, rows))
         return predicted
 
     def gru_from_projection(self, gi: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -135,8 +135,10 @@ class FastDropout(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        keep = torch.rand(x.shape, device=x.device) >= self.p
-        return x * keep * (1.0 / (1.0 - self.p))
+        # the mask as floats 0 or 1/(1-p) from an in-place compare: multiplying by a bool
+        # mask promotes it element by element, about twice as slow on the CPU
+        scale = torch.rand(x.shape, device=x.device).ge_(self.p).mul_(1.0 / (1.0 - self.p))
+        return x * scale.to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

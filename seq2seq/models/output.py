@@ -103,8 +103,7 @@ class OutputLayer(nn.Module):
         h, weight, bias = self.final_operands(x)
         h = h.float()
         if fast is None:
-            fast = (self.kernels.mode.active() and h.device.type == "cpu" and weight.dtype == torch.float32
-                    and h.size(0) >= self.FAST_MIN_ROWS and cpu_has_native_bf16())
+            fast = self.kernels.mode.active() and self.bf16_scoring_pays(h.size(0), h.device)
         V = weight.size(0)
         exclude = torch.tensor(exclude, dtype=torch.long, device=h.device)
         if not fast or V <= (self.BLOCKS_KEPT + 1) * self.BLOCK:
@@ -147,6 +146,19 @@ class OutputLayer(nn.Module):
             rows = unsure.nonzero().squeeze(1)
             chosen[rows] = self._exact_argmax(h[rows], weight, bias, exclude)
         return chosen
+
+    def bf16_scoring_pays(self, rows: int, device: torch.device) -> bool:
+        """Whether argmax's bf16 scoring is faster than float32 for this many rows."""
+        weight = self.embedding.weight if self.tied else self.proj.weight
+        return (device.type == "cpu" and weight.dtype == torch.float32 and rows >= self.FAST_MIN_ROWS
+                and cpu_has_native_bf16())
+
+    def training_argmax(self, x: torch.Tensor) -> torch.Tensor:
+        """[B, in] -> [B] ids for training's sampled steps (no gradient): the float32
+        argmax, through the bf16 scoring wherever it pays (it is exact, so the ids are
+        those of the plain path; outside inference mode the features come from PyTorch's
+        standard ops)."""
+        return self.argmax(x.detach(), exclude=(), fast=self.bf16_scoring_pays(x.size(0), x.device))
 
     def _exact_argmax(self, h, weight, bias, exclude):
         return greedy_choice(self.kernels.linear(h, weight, bias), exclude)        # [B, V] -> [B]

@@ -11,9 +11,12 @@ import torch.nn.functional as F
 from ..config import ModelConfig
 from .decoder import DECODERS, Memory, State
 from .encoder import RNNEncoder
+from .fused_loss import linear_cross_entropy
 from .kernels import InferenceSwitch
 
 # arch -> (encoder cell, bidirectional encoder)
+PRECISIONS = ("float32", "bf16")   # Seq2Seq.loss's fast path
+
 ENCODERS = {"lstm": ("lstm", False), "gru": ("gru", False),
             "bahdanau": ("gru", True), "luong": ("gru", True)}
 
@@ -119,15 +122,19 @@ class Seq2Seq(nn.Module):
         return torch.stack(steps, 1)                                       # [B, T-1, V]
 
     def loss(self, src, src_lens, tgt, teacher_forcing: float = 1.0, coins: torch.Tensor | None = None,
-             label_smoothing: float = 0.0, fast: bool = True, bf16_output: bool = False, coin: str = "token"):
+             label_smoothing: float = 0.0, fast: bool = True, precision: str = "float32", coin: str = "token"):
         """Mean cross-entropy per target token (padding excluded) and the number of tokens.
 
         fast=True, training's path: the decoder loop keeps only what is sequential
         (decoder.train_features); the output layer and the loss then run once over the
-        real (non-padding) target tokens of all steps. fast=False: the plain step loop
-        (`forward`). Same values either way (tests/test_train_fast.py). bf16_output: the
-        output layer's matmul in bfloat16 autocast (CPUs with native bf16, see train.py).
-        coin: the coins' granularity (`draw_coins`)."""
+        real (non-padding) target tokens of all steps, on the CPU fused into one chunked
+        pass (models/fused_loss.py). fast=False: the plain step loop (`forward`). Same
+        values either way (tests/test_train_fast.py).
+        precision "bf16" (fast path, CPUs with native bf16: see train.py): the matmuls in
+        bfloat16 with float32 accumulation, under torch.autocast; softmax, loss and the
+        recurrent state updates stay float32. coin: the coins' granularity (`draw_coins`)."""
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision {precision!r}; expected one of {PRECISIONS}")
         if coins is None:
             coins = self.draw_coins(tgt, teacher_forcing, coin)
         gold = tgt[:, 1:]                                                  # [B, T-1]
@@ -136,14 +143,17 @@ class Seq2Seq(nn.Module):
         if not fast:
             logits = self(src, src_lens, tgt, coins=coins)                 # [B, T-1, V]
             return F.cross_entropy(logits.float()[keep], gold[keep], label_smoothing=label_smoothing), n_tokens
-        memory, state = self.encode(src, src_lens)
-        feats = self.decoder.train_features(tgt[:, :-1], state, memory, coins)   # [B, T-1, D]
-        if bf16_output:
-            with torch.autocast(src.device.type, dtype=torch.bfloat16):
-                logits = self.decoder.out(feats[keep])                     # [N, V]
-        else:
-            logits = self.decoder.out(feats[keep])                         # [N, V]
-        return F.cross_entropy(logits.float(), gold[keep], label_smoothing=label_smoothing), n_tokens
+        bf16 = precision == "bf16"
+        with torch.autocast(src.device.type, dtype=torch.bfloat16, enabled=bf16):
+            memory, state = self.encode(src, src_lens)
+            feats = self.decoder.train_features(tgt[:, :-1], state, memory, coins)   # [B, T-1, D]
+            feats = feats[keep]                                            # [N, D] real tokens only
+            if feats.device.type != "cpu":     # GPUs: cuBLAS and the fused log-softmax kernel are fine as they are
+                logits = self.decoder.out(feats)                           # [N, V]
+                return F.cross_entropy(logits.float(), gold[keep], label_smoothing=label_smoothing), n_tokens
+            h, weight, bias = self.decoder.out.final_operands(feats)      # h [N, E or D]
+        return linear_cross_entropy(h, weight, bias, gold[keep], label_smoothing,
+                                    torch.bfloat16 if bf16 else torch.float32), n_tokens
 
 
 class TrainingLoss(nn.Module):
