@@ -24,7 +24,7 @@ CARD = "card.json"
 WEIGHTS, VOCAB = "model.safetensors", "vocab.json"
 REQUIRED_PROVENANCE = ("device", "device_name", "torch_version", "git_commit", "trained_at",
                        "wall_seconds", "seed", "data")
-WEIGHT_DTYPES = ("float32", "float16", "int8")
+WEIGHT_DTYPES = ("float32", "float16", "int8", "int4")
 
 
 @dataclass

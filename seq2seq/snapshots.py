@@ -4,8 +4,10 @@
     checkpoints/NAME/snapshots/NN/     one checkpoint directory per point, NN = 00, 01, ...
 
 Each is a checkpoint like any other (safetensors weights, vocab.json, card.json with the
-sha256 of every file, verified on load), stored as int8 with a per-row scale to keep a
-series small; its card adds `snapshot`: {index, label, step, epoch, metric, value,
+sha256 of every file, verified on load), stored as int4 with a float16 scale per group of
+16 values of a row (checkpoint.quantize_int4: half of int8's bytes, so that six or more
+points of a translation model fit in MAX_SERIES_BYTES; series written before are int8,
+which loads the same way); its card adds `snapshot`: {index, label, step, epoch, metric, value,
 val_loss}. The points (`train --snapshots`): after a quarter of the first epoch, after
 epochs 1, 2, 4, 8, 16, ... and the final (the best weights, as shipped)."""
 from __future__ import annotations
@@ -22,7 +24,7 @@ from .checkpoint import CARD, CheckpointError, LoadedCheckpoint, load_checkpoint
 SNAPSHOT_DIR = "snapshots"
 SNAPSHOT_EPOCHS = (1, 2, 4, 8, 16, 32, 64, 128)
 FIRST_EPOCH_FRACTION = 0.25
-SNAPSHOT_DTYPE = "int8"
+SNAPSHOT_DTYPE = "int4"
 MAX_SERIES_BYTES = 15 * 2 ** 20      # a model's snapshots together
 
 

@@ -61,13 +61,16 @@ def _write_named_by_content(state_dir: Path, stem: str, tensors: dict[str, torch
 
 
 def save_state(state_dir: Path, model, optimizer, info: dict,
-               best_weights: dict[str, torch.Tensor] | None = None) -> dict:
+               best_weights: dict[str, torch.Tensor] | None = None,
+               extra: dict[str, torch.Tensor] | None = None) -> dict:
     """Everything --resume needs, committed atomically (see above). `best_weights`, when
     given, are stored too and named in info["best_weights_file"]; without them the best
-    file `info` already names is kept. Returns the info written."""
+    file `info` already names is kept. `extra`: more tensors for the state file (the
+    weight average). Returns the info written."""
     state_dir = Path(state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
-    weights_file, digest = _write_named_by_content(state_dir, "state", _state_tensors(model, optimizer))
+    weights_file, digest = _write_named_by_content(state_dir, "state",
+                                                   {**_state_tensors(model, optimizer), **(extra or {})})
     info = dict(info, param_groups=optimizer.state_dict()["param_groups"], weights_file=weights_file,
                 weights_sha256=digest)
     if best_weights is not None:

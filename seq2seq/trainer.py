@@ -8,6 +8,7 @@ per sequence in the batch. Inside a torchrun process group this trains one rank 
 DistributedDataParallel run (distributed.py); only rank 0 validates and writes."""
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -17,6 +18,7 @@ from typing import Callable
 
 import torch
 
+from .averaging import WeightAverage
 from .checkpoint import save_checkpoint
 from .config import ModelConfig, TrainConfig
 from .distributed import any_rank, broadcast_json, broadcast_tensors, current_dist, rank_seed, shard_batches
@@ -97,7 +99,13 @@ class TrainHooks:
     on_batch: Callable[[dict], None] | None = None
 
 
-def restore_run(state_path: Path | None, model, optimizer, cfg: TrainConfig, device) -> RunState:
+def averaged(average: WeightAverage | None):
+    """The averaged weights swapped into the model (--ema), or nothing to do."""
+    return average.swapped_in() if average is not None else contextlib.nullcontext()
+
+
+def restore_run(state_path: Path | None, model, optimizer, cfg: TrainConfig, device,
+                average: WeightAverage | None = None) -> RunState:
     """--resume: the saved run (rank 0 reads it; other ranks get it broadcast)."""
     ddp = current_dist()
     tensors, info, run = None, {}, RunState()
@@ -110,6 +118,8 @@ def restore_run(state_path: Path | None, model, optimizer, cfg: TrainConfig, dev
     if ddp.enabled:   # the other ranks may not see rank 0's disk
         info, tensors = broadcast_json(info, device), broadcast_tensors(tensors, device)
     apply_state(tensors, info, model, optimizer)
+    if average is not None:
+        average.load_state_tensors(tensors)
     run.history, run.step, run.start_epoch = info["history"], info["step"], info["epoch"]
     run.best, run.bad_epochs, run.wall_before = info["best"], info["bad_epochs"], info["wall_seconds"]
     run.stopped = info.get("stopped", "")
@@ -149,7 +159,7 @@ def training_precision(cfg: TrainConfig, device) -> tuple[str, str | None]:
 
 def train_epoch(net, model, optimizer, batches, cfg: TrainConfig, run: RunState, epoch: int, device,
                 hooks: TrainHooks, clock: Callable[[], float], on_quarter: Callable[[], None] | None,
-                precision: str = "float32") -> dict:
+                precision: str = "float32", average: WeightAverage | None = None) -> dict:
     """One epoch of updates; returns {loss_sum, tokens, ratios, seconds}. Sets run.stopped
     when the time budget runs out (all ranks leave at the same batch)."""
     ddp = current_dist()
@@ -172,6 +182,8 @@ def train_epoch(net, model, optimizer, batches, cfg: TrainConfig, run: RunState,
         if cfg.clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         optimizer.step()
+        if average is not None:
+            average.update()
         run.step += 1
         loss_sum += loss.detach() * n_tok
         tokens += n_tok
@@ -220,18 +232,22 @@ def epoch_row(stats: dict, epoch: int, run: RunState, device) -> dict:
 
 
 def close_epoch(row: dict, model, optimizer, data: TaskData, cfg: TrainConfig, model_cfg: ModelConfig,
-                run: RunState, device, state_path: Path | None, hooks: TrainHooks, wall: float) -> None:
+                run: RunState, device, state_path: Path | None, hooks: TrainHooks, wall: float,
+                average: WeightAverage | None = None) -> None:
     """Rank 0 after an epoch: validate, keep the best weights, decide on early stopping,
-    save the state. Appends `row` to the history."""
+    save the state. Appends `row` to the history. With a weight average (--ema), the
+    averaged weights are the ones validated and kept."""
     t_validate = time.perf_counter()
-    row.update(validate(model, data, cfg, device))
+    with averaged(average):
+        row.update(validate(model, data, cfg, device))
+        weights_now = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     row["seconds"] = round(row["train_seconds"] + time.perf_counter() - t_validate, 2)
     run.history.append(row)
     value = (row[metric_key(cfg.task)], -row["val_loss"])
     new_best = run.best is None or value > tuple(run.best)
     if new_best:
         run.best, run.bad_epochs = list(value), 0
-        run.best_weights = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        run.best_weights = weights_now
         row["best"] = True
     else:
         run.bad_epochs += 1
@@ -251,7 +267,8 @@ def close_epoch(row: dict, model, optimizer, data: TaskData, cfg: TrainConfig, m
             "epoch": row["epoch"], "step": run.step, "history": run.history, "best": run.best,
             "bad_epochs": run.bad_epochs, "wall_seconds": wall, "stopped": run.stopped,
             "best_weights_file": run.best_file, "model_config": model_cfg.to_dict(), "train_config": cfg.to_dict()},
-            best_weights=run.best_weights if write_best else None)
+            best_weights=run.best_weights if write_best else None,
+            extra=average.state_tensors() if average is not None else None)
         run.best_file = written.get("best_weights_file")
 
 
@@ -272,7 +289,8 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | None, data: T
     model = build_model(model_cfg).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     state_path = Path(state_dir) if state_dir else None
-    run = restore_run(state_path, model, optimizer, cfg, device) if resume else RunState()
+    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
+    run = restore_run(state_path, model, optimizer, cfg, device, average) if resume else RunState()
     net = TrainingLoss(model)
     if ddp.enabled:
         from torch.nn.parallel import DistributedDataParallel
@@ -286,9 +304,10 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | None, data: T
     clock = lambda: run.wall_before + time.perf_counter() - t_start   # noqa: E731 - seconds of the whole run
 
     def quarter_snapshot():
-        snaps.take(f"{first_snapshot_batch(len(batches)) + 1}/{len(batches)} batches of epoch 1", run.step,
-                   (first_snapshot_batch(len(batches)) + 1) / len(batches), validate(model, data, cfg, device),
-                   clock())
+        with averaged(average):
+            snaps.take(f"{first_snapshot_batch(len(batches)) + 1}/{len(batches)} batches of epoch 1", run.step,
+                       (first_snapshot_batch(len(batches)) + 1) / len(batches), validate(model, data, cfg, device),
+                       clock())
         model.train()
 
     precision, notice = training_precision(cfg, device)
@@ -306,12 +325,14 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | None, data: T
             raise Seq2SeqError(f"no training batch for each of the {ddp.world_size} processes: "
                                f"use a smaller --batch-size or more training data")
         stats = train_epoch(net, model, optimizer, batches, cfg, run, epoch, device, hooks, clock,
-                            quarter_snapshot if snaps is not None else None, precision)
+                            quarter_snapshot if snaps is not None else None, precision, average)
         row = dict(epoch_row(stats, epoch, run, device), precision=precision)
         if ddp.is_main:
-            close_epoch(row, model, optimizer, data, cfg, model_cfg, run, device, state_path, hooks, clock())
+            close_epoch(row, model, optimizer, data, cfg, model_cfg, run, device, state_path, hooks, clock(),
+                        average)
             if snaps is not None and epoch + 1 in SNAPSHOT_EPOCHS:
-                snaps.take(f"after epoch {epoch + 1}", run.step, epoch + 1, row, clock())
+                with averaged(average):
+                    snaps.take(f"after epoch {epoch + 1}", run.step, epoch + 1, row, clock())
         if ddp.enabled:   # rank 0 alone decided on early stopping
             run.stopped = broadcast_json(run.stopped, device)
     if not ddp.is_main:

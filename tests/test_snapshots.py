@@ -6,7 +6,8 @@ import sys
 import pytest
 import torch
 
-from seq2seq.checkpoint import load_checkpoint, quantize_int8, dequantize_int8
+from seq2seq.checkpoint import (INT4_GROUP, dequantize_int4, dequantize_int8, load_checkpoint, quantize_int4,
+                                quantize_int8)
 from seq2seq.errors import CheckpointError
 from seq2seq.snapshots import list_snapshots, load_snapshot, prune_snapshots, series_bytes
 
@@ -41,11 +42,17 @@ def test_snapshots_are_taken_at_the_documented_points(trained):
     assert snaps[1]["value"] == history[1]["val_exact_match"] and snaps[1]["val_loss"] == history[1]["val_loss"]
     final = load_snapshot(d / "ck", 3)
     shipped = load_checkpoint(d / "ck")
-    assert final.card.weights_dtype == "int8"
-    # the final snapshot is the shipped weights, int8-rounded: within half a step per value
+    assert final.card.weights_dtype == "int4"
+    # the final snapshot is the shipped weights, int4-rounded: within half a step (its group's scale / 2)
     for name, t in shipped.model.state_dict().items():
         q = final.model.state_dict()[name]
-        step = t.abs().amax(dim=tuple(range(1, t.dim())), keepdim=True) / 127 if t.dim() > 1 else 2e-3 * t.abs().max()
+        if t.dim() > 1:
+            rows = t.reshape(t.size(0), -1)
+            rows = torch.nn.functional.pad(rows, (0, -rows.size(1) % INT4_GROUP)).reshape(t.size(0), -1, INT4_GROUP)
+            step = (rows.abs().amax(-1, keepdim=True) / 7).expand_as(rows).reshape(t.size(0), -1)
+            step = step[:, :t[0].numel()].reshape(t.shape)
+        else:
+            step = 2e-3 * t.abs().max()
         assert ((q - t).abs() <= step / 2 + 1e-3 * t.abs() + 1e-6).all(), name
 
 
@@ -85,3 +92,26 @@ def test_int8_round_trip_is_within_half_a_step():
     step = w["a"].abs().amax(1, keepdim=True) / 127
     assert ((back["a"] - w["a"]).abs() <= step / 2 + 1e-7).all()
     assert torch.allclose(back["b"], w["b"], atol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(5, 16), (7, 33), (3, 2, 9), (1, 1)])
+def test_int4_round_trip_is_within_half_a_step_and_packs_two_values_a_byte(shape):
+    torch.manual_seed(0)
+    w = {"m": torch.randn(*shape) * 3, "v": torch.randn(4), "ids": torch.arange(3)}
+    w["m"].view(-1)[0] = 0.0
+    q = quantize_int4(w)
+    cols = w["m"][0].numel()
+    padded = cols + (-cols % INT4_GROUP)
+    assert q["m"].dtype == torch.uint8 and tuple(q["m"].shape) == (shape[0], padded // 2)
+    assert tuple(q["m.int4_scale"].shape) == (shape[0], padded // INT4_GROUP)
+    back = dequantize_int4(q, {"m": shape})
+    assert back["m"].shape == w["m"].shape and back["m"].dtype == torch.float32
+    scale = q["m.int4_scale"].float().repeat_interleave(INT4_GROUP, 1)[:, :cols].reshape(shape)
+    assert ((back["m"] - w["m"]).abs() <= scale / 2 + 1e-6).all()
+    assert back["m"].view(-1)[0] == 0.0                        # zero stays exactly zero
+    assert torch.allclose(back["v"], w["v"], atol=2e-3) and torch.equal(back["ids"], w["ids"])
+
+
+def test_an_all_zero_matrix_survives_int4():
+    back = dequantize_int4(quantize_int4({"m": torch.zeros(3, 20)}), {"m": (3, 20)})
+    assert torch.equal(back["m"], torch.zeros(3, 20))
