@@ -71,3 +71,29 @@ def test_collate_pads_and_frames_targets():
     assert b.tgt.tolist() == [[SOS_ID, 9, EOS_ID, PAD_ID], [SOS_ID, 10, 11, EOS_ID]]
     assert b.n_target_tokens == 5
     assert b.src.dtype == torch.long
+
+
+def _fake_release(folder, n=3):
+    """A tiny Multi30k-shaped release: train, val and test_2016_flickr in German and English."""
+    folder.mkdir()
+    for stem in ("train", "val", "test_2016_flickr"):
+        (folder / f"{stem}.de").write_text("".join(f"Ein Hund {stem} {i}.\n" for i in range(n)), encoding="utf-8")
+        (folder / f"{stem}.en").write_text("".join(f"A dog {stem} {i}.\n" for i in range(n)), encoding="utf-8")
+    return folder
+
+
+def test_a_token_cache_gains_the_splits_it_lacks(tmp_path):
+    # a one-split command (the corpus statistics) wrote the cache first; training needs all splits
+    release, cache = _fake_release(tmp_path / "release"), tmp_path / "tokens.json.gz"
+    test_only = tokenized_multi30k(release, cache, splits=("test2016",))
+    everything = tokenized_multi30k(release, cache)
+    assert set(everything) == {"train", "val", "test2016"}
+    assert everything["test2016"] == test_only["test2016"]
+    assert everything["train"]["en"][1] == ["a", "dog", "train", "1", "."]
+    # read back from the cache alone, without the release files
+    assert tokenized_multi30k(None, cache) == everything
+    # without the release files, a cache that lacks a split says which and what to pass
+    partial = tmp_path / "partial.json.gz"
+    tokenized_multi30k(release, partial, splits=("val",))
+    with pytest.raises(DataError, match=r"lacks splits \['train', 'test2016'\].*--data-dir"):
+        tokenized_multi30k(None, partial)
