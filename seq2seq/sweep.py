@@ -207,7 +207,8 @@ def plan(sweep: str, opts: dict, out_path: Path, device: str, threads: int,
     model_base = dict(MODEL_SIZES[task], emb_dim=opts["emb"], hidden_dim=opts["hidden"], attn_dim=opts["attn_dim"],
                       dropout=opts["dropout"], tie_embeddings=bool(opts["tie"]))
     train_base = dict(task=task, epochs=opts["epochs"], batch_size=opts["batch_size"], lr=opts["lr"],
-                      label_smoothing=opts["label_smoothing"], patience=0, eval_beam=1, half_weights=True)
+                      label_smoothing=opts["label_smoothing"], patience=0, eval_beam=1, half_weights=True,
+                      cpu_bf16=bool(opts.get("cpu_bf16")))
     if task == "reverse":
         train_base.update(reverse_min_len=1, reverse_max_len=opts["max_len"], reverse_train_size=opts["train_size"],
                           reverse_val_size=opts["val_size"])
@@ -435,6 +436,8 @@ def check_schema(results: dict) -> list[str]:
 # ---------------------------------------------------------------- the command
 def _options(sweep: str, args) -> dict:
     opts = dict(FULL[sweep])
+    if getattr(args, "cpu_bf16", False):      # a training mode, not a size: the sweep stays "full"
+        opts["cpu_bf16"] = True
     for key in SIZE_OPTIONS + ("keep",):
         value = getattr(args, key, None)
         if value is not None:
@@ -569,6 +572,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch threads per worker (default: CPUs / jobs; with --jobs 1 torch's default)")
     p.add_argument("--resume", action="store_true", help="skip runs already in --out with the same configuration")
     p.add_argument("--settings", default=None, help="comma-separated labels or slugs to run (default: all)")
+    p.add_argument("--cpu-bf16", action="store_true",
+                   help="train every run with --cpu-bf16 (bf16 matmuls on CPUs with native bf16; recorded per epoch)")
     p.add_argument("--data-dir", default=DATA_DIR, help="translate: Multi30k release files")
     p.add_argument("--cache", default=None, help="translate: token cache JSON.gz (read if present, else written)")
     g = p.add_argument_group("sizes (defaults: the full sweep)")

@@ -1,3 +1,4 @@
+from pathlib import Path
 """The teacher-forcing sweep: its grid, its decays, a tiny end-to-end run, the results file."""
 import json
 import os
@@ -64,6 +65,15 @@ def test_translate_grid_is_7_settings_one_seed_all_kept_at_the_shipped_size(tmp_
                    train_examples=29000, extra={"constant 1": [2, 3], "linear decay": [2, 3]})
     assert [(s.label, s.seed) for s in more[len(specs):]] == [("constant 1", 2), ("constant 1", 3),
                                                                ("linear decay", 2), ("linear decay", 3)]
+    assert not t["cpu_bf16"]
+
+
+def test_cpu_bf16_reaches_every_run_and_keeps_the_sweep_full():
+    from seq2seq.sweep import _is_full, _options, build_parser
+    opts = _options("translate", build_parser().parse_args(["translate", "--cpu-bf16"]))
+    assert opts["cpu_bf16"] is True and _is_full("translate", opts)
+    specs, shared = plan("translate", opts, Path("/tmp/t.json"), "cpu", 0, train_examples=29000)
+    assert all(s.train["cpu_bf16"] for s in specs) and shared["train"]["cpu_bf16"] is True
 
 
 def test_best_scheduled_is_the_best_mixed_policy_by_free_running_validation():
