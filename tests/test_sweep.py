@@ -1,7 +1,7 @@
-from pathlib import Path
 """The teacher-forcing sweep: its grid, its decays, a tiny end-to-end run, the results file."""
 import json
 import os
+from pathlib import Path
 
 import pytest
 
