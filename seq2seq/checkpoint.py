@@ -53,22 +53,33 @@ def unique_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 INT8_SCALE_SUFFIX = ".int8_scale"   # int8 weights: per-row float32 scale beside each matrix
 
 
-def quantize_int8(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Matrices as int8 with one float32 scale per row (max |row| / 127); vectors float16.
-    The round trip loses at most half a step (scale / 2) per value."""
+def _quantize_matrices(tensors: dict[str, torch.Tensor], quantize_rows) -> dict[str, torch.Tensor]:
+    """Every matrix through `quantize_rows(rows [R, C]) -> (stored, scale)` (the stored tensor
+    under the matrix's name, the scale under name + its suffix); vectors float16; integer
+    tensors unchanged."""
     out = {}
     for name, t in tensors.items():
         t = t.detach().cpu()
         if not t.is_floating_point():
             out[name] = t
         elif t.dim() >= 2:
-            rows = t.float().reshape(t.size(0), -1)                          # [R, C]
-            scale = (rows.abs().amax(1, keepdim=True) / 127.0).clamp_min(1e-12)   # [R, 1]
-            out[name] = torch.round(rows / scale).clamp(-127, 127).to(torch.int8).reshape(t.shape)
-            out[name + INT8_SCALE_SUFFIX] = scale
+            stored, (suffix, scale) = quantize_rows(t.float().reshape(t.size(0), -1))
+            out[name] = stored.reshape(t.shape) if stored.dtype == torch.int8 else stored
+            out[name + suffix] = scale
         else:
             out[name] = t.to(torch.float16)
     return out
+
+
+def _int8_rows(rows: torch.Tensor):
+    scale = (rows.abs().amax(1, keepdim=True) / 127.0).clamp_min(1e-12)            # [R, 1]
+    return torch.round(rows / scale).clamp(-127, 127).to(torch.int8), (INT8_SCALE_SUFFIX, scale)
+
+
+def quantize_int8(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Matrices as int8 with one float32 scale per row (max |row| / 127); vectors float16.
+    The round trip loses at most half a step (scale / 2) per value."""
+    return _quantize_matrices(tensors, _int8_rows)
 
 
 def dequantize_int8(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -90,29 +101,22 @@ INT4_GROUP = 16                     # measured on translate-bahdanau's validatio
                                     # 36.72, int8 per row 36.67, int4 groups of 16: 36.46, of 32: 35.78
 
 
+def _int4_rows(rows: torch.Tensor):
+    padded = F.pad(rows, (0, -rows.size(1) % INT4_GROUP))                           # [R, Cp]
+    groups = padded.reshape(rows.size(0), -1, INT4_GROUP)                           # [R, Cp/G, G]
+    # the scale as stored (float16, never 0) is the one the values are rounded against
+    scale = (groups.abs().amax(-1, keepdim=True) / 7.0).to(torch.float16).float().clamp_min(2.0 ** -14)
+    q = (torch.round(groups / scale).clamp(-7, 7).to(torch.int16) + 8).reshape(rows.size(0), -1)   # 1..15
+    packed = (q[:, 0::2] | (q[:, 1::2] << 4)).to(torch.uint8)                      # [R, Cp/2]
+    return packed, (INT4_SCALE_SUFFIX, scale.squeeze(-1).to(torch.float16))         # scale [R, Cp/G]
+
+
 def quantize_int4(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Matrices as 4-bit integers in -7..7, two to a byte (uint8 [R, ceil(C/G)*G/2], the
     first value in the low nibble), with one float16 scale per group of INT4_GROUP values
     of a row (max |group| / 7); vectors float16. Half the bytes of int8 for a series of
     snapshots; the round trip loses at most half a step (scale / 2) per value."""
-    out = {}
-    for name, t in tensors.items():
-        t = t.detach().cpu()
-        if not t.is_floating_point():
-            out[name] = t
-        elif t.dim() >= 2:
-            rows = t.float().reshape(t.size(0), -1)                          # [R, C]
-            padded = F.pad(rows, (0, -rows.size(1) % INT4_GROUP))            # [R, Cp]
-            groups = padded.reshape(rows.size(0), -1, INT4_GROUP)            # [R, Cp/G, G]
-            # the scale as stored (float16, never 0) is the one the values are rounded against
-            scale = (groups.abs().amax(-1, keepdim=True) / 7.0).to(torch.float16).float().clamp_min(2.0 ** -14)
-            q = torch.round(groups / scale).clamp(-7, 7).to(torch.int16) + 8     # 1..15
-            q = q.reshape(rows.size(0), -1)                                  # [R, Cp]
-            out[name] = (q[:, 0::2] | (q[:, 1::2] << 4)).to(torch.uint8)    # [R, Cp/2]
-            out[name + INT4_SCALE_SUFFIX] = scale.squeeze(-1).to(torch.float16)   # [R, Cp/G]
-        else:
-            out[name] = t.to(torch.float16)
-    return out
+    return _quantize_matrices(tensors, _int4_rows)
 
 
 def dequantize_int4(tensors: dict[str, torch.Tensor], shapes: dict[str, tuple]) -> dict[str, torch.Tensor]:
