@@ -67,8 +67,9 @@ class Card:
         return m if isinstance(m, dict) else {}
 
     def shipped_bytes(self) -> int:
-        """Bytes of the files the card lists (what the checkpoint costs on disk)."""
-        return sum(int(f.get("bytes", 0)) for f in self.files.values() if isinstance(f, dict))
+        """Bytes of the files the card lists (what the checkpoint costs on disk); a file
+        shared with the parent checkpoint (a snapshot's vocabulary, "in") is not counted."""
+        return sum(int(f.get("bytes", 0)) for f in self.files.values() if isinstance(f, dict) and not f.get("in"))
 
     # ---------------------------------------------------------------- JSON round trip
     def to_dict(self) -> dict:

@@ -13,6 +13,7 @@ Hidden directories are not checkpoints: list_checkpoints skips them, and the nex
 of the same checkpoint removes the ones a killed save left behind."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -169,14 +170,36 @@ def device_provenance(device: torch.device) -> dict:
             "cpu_threads": torch.get_num_threads()}
 
 
+def vocab_file_bytes(src_vocab: Vocab, tgt_vocab: Vocab) -> bytes:
+    """vocab.json's exact content (what a shared vocabulary's sha256 is taken of)."""
+    return (json.dumps({"src": src_vocab.to_list(), "tgt": tgt_vocab.to_list()}, indent=1, ensure_ascii=False)
+            + "\n").encode()
+
+
+def _shared_folder(entry: dict, where: Path) -> Path | None:
+    """The folder a card's vocab entry says holds the shared vocab.json ("in": "../.."), or
+    None when the vocabulary is the checkpoint's own. Only parent folders are allowed."""
+    shared = entry.get("in") if isinstance(entry, dict) else None
+    if not shared:
+        return None
+    parts = Path(shared).parts
+    if not parts or any(part != ".." for part in parts):
+        raise CheckpointError(f"{where / CARD}: the vocabulary may only be shared with a parent folder, "
+                              f"not {shared!r}")
+    return where / shared
+
+
 def save_checkpoint(out_dir: str | os.PathLike, model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab,
-                    card: Card | dict, half: bool = False, weights_dtype: str | None = None) -> Card:
+                    card: Card | dict, half: bool = False, weights_dtype: str | None = None,
+                    shared_vocab: str | None = None) -> Card:
     """Write weights, vocabularies and card into `out_dir`; returns the card written.
 
     `card` holds the descriptive fields (name, task, metrics, history, provenance, ...),
     as a Card or a dict of them; format, config, params and file hashes are filled in
     here. The directory is replaced as a whole (see the module docstring); other files
-    in it are carried over."""
+    in it are carried over. `shared_vocab` ("../.." for a snapshot): no vocab.json of its
+    own; the card records the sha256 of the one in that parent folder, which loading
+    verifies like any file (the same vocabulary over a series of snapshots, stored once)."""
     out = Path(out_dir)
     if out.is_symlink():
         out = out.resolve()         # swap the directory the link points at, keep the link
@@ -188,7 +211,7 @@ def save_checkpoint(out_dir: str | os.PathLike, model: Seq2Seq, src_vocab: Vocab
     tmp.mkdir()
     try:
         dtype = weights_dtype or ("float16" if half else "float32")
-        card = _write_checkpoint_files(tmp, model, src_vocab, tgt_vocab, card, dtype)
+        card = _write_checkpoint_files(tmp, model, src_vocab, tgt_vocab, card, dtype, shared_vocab)
         if out.is_dir():
             _carry_over_extra_files(out, tmp, card)
         swap_directory_into_place(tmp, out)
@@ -198,15 +221,21 @@ def save_checkpoint(out_dir: str | os.PathLike, model: Seq2Seq, src_vocab: Vocab
 
 
 def _write_checkpoint_files(out: Path, model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab,
-                            card: Card | dict, dtype: str) -> Card:
+                            card: Card | dict, dtype: str, shared_vocab: str | None = None) -> Card:
     if dtype not in WEIGHT_DTYPES:
         raise ValueError(f"weights dtype must be one of {sorted(WEIGHT_DTYPES)}, got {dtype!r}")
     save_weights(model, out / WEIGHTS, WEIGHT_DTYPES[dtype])
-    atomic_write_json(out / VOCAB, {"src": src_vocab.to_list(), "tgt": tgt_vocab.to_list()})
+    vocab = vocab_file_bytes(src_vocab, tgt_vocab)
+    if shared_vocab:
+        vocab_entry = {"sha256": hashlib.sha256(vocab).hexdigest(), "bytes": len(vocab), "in": shared_vocab}
+        _shared_folder(vocab_entry, out)                       # refuses anything but parent folders
+    else:
+        atomic_write_bytes(out / VOCAB, vocab)
+        vocab_entry = {"sha256": sha256_file(out / VOCAB), "bytes": (out / VOCAB).stat().st_size}
     given = card.to_dict() if isinstance(card, Card) else dict(card)
     files = {name: entry for name, entry in (given.get("files") or {}).items() if name not in (WEIGHTS, VOCAB)}
     files.update({WEIGHTS: {"sha256": sha256_file(out / WEIGHTS), "bytes": (out / WEIGHTS).stat().st_size},
-                  VOCAB: {"sha256": sha256_file(out / VOCAB), "bytes": (out / VOCAB).stat().st_size}})
+                  VOCAB: vocab_entry})
     given.update({"format_version": FORMAT_VERSION, "arch": model.cfg.arch, "config": model.cfg.to_dict(),
                   "params": count_params(model), "weights_dtype": dtype, "files": files,
                   "weights_sha256": files[WEIGHTS]["sha256"]})
@@ -300,7 +329,7 @@ def load_checkpoint(ckpt_dir: str | os.PathLike, device: str | torch.device = "c
     d = Path(ckpt_dir)
     card = read_card(d)
     cfg = card.model_config
-    vocab_path = verify_file(d / VOCAB, card)
+    vocab_path = verify_file((_shared_folder(card.files.get(VOCAB), d) or d) / VOCAB, card)
     try:
         vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
         src_vocab, tgt_vocab = Vocab(vocab["src"]), Vocab(vocab["tgt"])

@@ -3,8 +3,9 @@
 
     checkpoints/NAME/snapshots/NN/     one checkpoint directory per point, NN = 00, 01, ...
 
-Each is a checkpoint like any other (safetensors weights, vocab.json, card.json with the
-sha256 of every file, verified on load), stored as int4 with a float16 scale per group of
+Each is a checkpoint like any other (safetensors weights, card.json with the sha256 of
+every file, verified on load), except that its vocabulary is the parent checkpoint's
+vocab.json, whose sha256 its card records (files["vocab.json"]["in"] = "../.."), stored as int4 with a float16 scale per group of
 16 values of a row (checkpoint.quantize_int4: half of int8's bytes, so that six or more
 points of a translation model fit in MAX_SERIES_BYTES; series written before are int8,
 which loads the same way); its card adds `snapshot`: {index, label, step, epoch, metric, value,
@@ -19,7 +20,9 @@ import sys
 from pathlib import Path
 
 from .card import Card
-from .checkpoint import CARD, CheckpointError, LoadedCheckpoint, load_checkpoint, save_checkpoint
+from .atomic import atomic_write_bytes
+from .card import VOCAB
+from .checkpoint import CARD, CheckpointError, LoadedCheckpoint, load_checkpoint, save_checkpoint, vocab_file_bytes
 
 SNAPSHOT_DIR = "snapshots"
 SNAPSHOT_EPOCHS = (1, 2, 4, 8, 16, 32, 64, 128)
@@ -87,7 +90,14 @@ def write_snapshot(ckpt_dir: str | os.PathLike, model, src_vocab, tgt_vocab, bas
             "metric": metric, "value": value, "val_loss": val_loss}
     card = dict(base_card, name=f"{base_card['name']}/snapshot {index:02d}", snapshot=info,
                 metrics={"val": {metric: value, "loss": val_loss}}, history=[])
-    save_checkpoint(path, model, src_vocab, tgt_vocab, card, weights_dtype=SNAPSHOT_DTYPE)
+    # the vocabulary is the checkpoint's own, stored once beside the snapshots (written now
+    # if the run has not saved it yet, so a series is loadable while training goes on)
+    parent_vocab = Path(ckpt_dir) / VOCAB
+    content = vocab_file_bytes(src_vocab, tgt_vocab)
+    if not parent_vocab.is_file() or parent_vocab.read_bytes() != content:
+        parent_vocab.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(parent_vocab, content)
+    save_checkpoint(path, model, src_vocab, tgt_vocab, card, weights_dtype=SNAPSHOT_DTYPE, shared_vocab="../..")
     return path
 
 
@@ -124,14 +134,43 @@ def prune_snapshots(ckpt_dir, max_bytes: int = MAX_SERIES_BYTES) -> list[dict]:
     return list_snapshots(ckpt_dir)
 
 
+def share_vocabulary(ckpt_dir) -> int:
+    """Series written before snapshots shared their checkpoint's vocabulary: drop each
+    snapshot's own vocab.json where it is byte for byte the checkpoint's, and record the
+    shared one in its card instead. Returns how many snapshots changed."""
+    parent = Path(ckpt_dir) / VOCAB
+    if not parent.is_file():
+        raise CheckpointError(f"{parent}: missing; the snapshots' vocabulary can't be shared with it")
+    content, changed = parent.read_bytes(), 0
+    for d in snapshot_dirs(ckpt_dir):
+        own = d / VOCAB
+        if not own.is_file():
+            continue
+        if own.read_bytes() != content:
+            raise CheckpointError(f"{own}: differs from {parent}; not shared")
+        card = Card.load(d)
+        card.files = dict(card.files, **{VOCAB: dict(card.files[VOCAB], **{"in": "../.."})})
+        card.save(d)
+        own.unlink()
+        load_checkpoint(d)                      # still verifies, now against the shared file
+        changed += 1
+    return changed
+
+
 def main(argv=None) -> int:
-    """python -m seq2seq.snapshots CHECKPOINT [--max-mib 15]: list (and prune) a series."""
+    """python -m seq2seq.snapshots CHECKPOINT [--max-mib 15] [--share-vocab]: list (and prune) a series."""
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m seq2seq.snapshots", description=main.__doc__)
     p.add_argument("checkpoint")
     p.add_argument("--max-mib", type=float, default=None, help="prune the series to at most this size")
+    p.add_argument("--share-vocab", action="store_true",
+                   help="drop each snapshot's own copy of the checkpoint's vocab.json (series written before "
+                        "snapshots shared it)")
     args = p.parse_args(argv)
+    if args.share_vocab:
+        print(f"{share_vocabulary(args.checkpoint)} snapshots now share {Path(args.checkpoint) / VOCAB}",
+              file=sys.stderr)
     snaps = (prune_snapshots(args.checkpoint, int(args.max_mib * 2 ** 20)) if args.max_mib
              else list_snapshots(args.checkpoint))
     for s in snaps:
@@ -141,4 +180,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from .cli import run_main
+    sys.exit(run_main(main))

@@ -115,3 +115,43 @@ def test_int4_round_trip_is_within_half_a_step_and_packs_two_values_a_byte(shape
 def test_an_all_zero_matrix_survives_int4():
     back = dequantize_int4(quantize_int4({"m": torch.zeros(3, 20)}), {"m": (3, 20)})
     assert torch.equal(back["m"], torch.zeros(3, 20))
+
+
+def test_snapshots_share_the_checkpoints_vocabulary_and_verify_it(trained, tmp_path):
+    import shutil
+    d, _ = trained
+    snaps = list_snapshots(d / "ck")
+    assert snaps and not any((d / "ck" / "snapshots" / f"{s['index']:02d}" / "vocab.json").exists() for s in snaps)
+    card = json.loads((d / "ck" / "snapshots" / "00" / "card.json").read_text())
+    assert card["files"]["vocab.json"]["in"] == "../.."
+    # the shared file is verified against the snapshot's own record of it
+    shutil.copytree(d / "ck", tmp_path / "ck")
+    vocab = json.loads((tmp_path / "ck" / "vocab.json").read_text())
+    vocab["tgt"][5], vocab["tgt"][6] = vocab["tgt"][6], vocab["tgt"][5]
+    (tmp_path / "ck" / "vocab.json").write_text(json.dumps(vocab, indent=1) + "\n")
+    with pytest.raises(CheckpointError, match="vocab.json"):
+        load_snapshot(tmp_path / "ck", 0)
+    # only parent folders may be named
+    card["files"]["vocab.json"]["in"] = "../../../elsewhere"
+    (tmp_path / "ck" / "snapshots" / "00" / "card.json").write_text(json.dumps(card))
+    with pytest.raises(CheckpointError, match="parent folder"):
+        load_snapshot(tmp_path / "ck", 0)
+
+
+def test_an_older_series_gives_up_its_own_vocabulary_copies(trained, tmp_path):
+    import shutil
+    from seq2seq.snapshots import share_vocabulary
+    d, _ = trained
+    shutil.copytree(d / "ck", tmp_path / "ck")
+    snap = tmp_path / "ck" / "snapshots" / "01"
+    # as series were written before: the snapshot holds its own vocab.json
+    shutil.copy(tmp_path / "ck" / "vocab.json", snap / "vocab.json")
+    card = json.loads((snap / "card.json").read_text())
+    del card["files"]["vocab.json"]["in"]
+    (snap / "card.json").write_text(json.dumps(card))
+    before = load_snapshot(tmp_path / "ck", 1).model.state_dict()
+    assert share_vocabulary(tmp_path / "ck") == 1
+    assert not (snap / "vocab.json").exists()
+    after = load_snapshot(tmp_path / "ck", 1).model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert share_vocabulary(tmp_path / "ck") == 0
