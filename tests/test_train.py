@@ -14,11 +14,12 @@ from conftest import ROOT
 
 def test_cli_reverse_bahdanau_learns_lengths_1_to_10_fast(tmp_path):
     """The engine issue's bar: >= 95% exact match on lengths 1-10 in 8 small epochs (its time
-    is the benchmark's business, not a test's)."""
+    is the benchmark's business, not a test's). 10,000 sequences an epoch reach 99.95% with
+    this seed (8,000: 97.95%), half what the bar first used, to keep the suite short."""
     out = tmp_path / "reverse-bahdanau"
     proc = subprocess.run(
         [sys.executable, "-m", "seq2seq.train", "--task", "reverse", "--arch", "bahdanau", "--out", str(out),
-         "--state-dir", str(tmp_path / "state"), "--epochs", "8", "--train-size", "20000", "--max-len", "10",
+         "--state-dir", str(tmp_path / "state"), "--epochs", "8", "--train-size", "10000", "--max-len", "10",
          "--lr", "3e-3", "--device", "cpu"],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
