@@ -22,7 +22,7 @@ rev="--task reverse --min-len 1 --max-len 40 --train-size 40000 --lr 3e-3 --devi
 train() { local name=$1; shift; $PY -m seq2seq.train --out "runs/out/$name" --state-dir "runs/$name" "$@" \
   ${RESUME:+--resume} >> "runs/logs/$name.log" 2>&1; }
 finish() { local name=$1; rm -rf "checkpoints/$name.new" && cp -r "runs/out/$name" "checkpoints/$name.new" \
-  && $PY -m seq2seq.snapshots "checkpoints/$name.new" --max-mib 15 \
+  && $PY -m seq2seq.snapshots "checkpoints/$name.new" --share-vocab --max-mib 15 \
   && rm -rf "checkpoints/$name" && mv "checkpoints/$name.new" "checkpoints/$name"; }
 
 # attention models: early stop on validation BLEU (patience 3), then the same run extended
@@ -50,7 +50,7 @@ case "${1:-all}" in
   # every run; RESUME=1 skips the runs already there): 54 reversal runs, 7 + 4 translation runs
   sweep-reverse) $PY -m seq2seq.sweep reverse --device cpu --jobs "${JOBS:-1}" --threads "${THREADS:-2}" \
       ${RESUME:+--resume} >> runs/logs/sweep-reverse.log 2>&1 ;;
-  sweep-translate) $PY -m seq2seq.sweep translate --data-dir "$DATA" --cache "$CACHE" --device cpu \
+  sweep-translate) $PY -m seq2seq.sweep translate --data-dir "$DATA" --cache "$CACHE" --device cpu --cpu-bf16 \
       --jobs "${JOBS:-1}" --threads "${THREADS:-2}" ${RESUME:+--resume} >> runs/logs/sweep-translate.log 2>&1 ;;
   all)
     (translate_attention bahdanau; translate_plain gru) &
