@@ -433,6 +433,43 @@ def check_schema(results: dict) -> list[str]:
     return problems
 
 
+# ---------------------------------------------------------------- shipping a sweep
+def replay_runs(results: dict) -> list[str]:
+    """The runs the app replays by default (the Teacher forcing page's translation replay):
+    seed 1 of constant 1 and of the best scheduled policy (seq2seq.sweep.best_scheduled over
+    the first pass, or the second pass's choice)."""
+    policy = ((results.get("extra_seeds") or {}).get("best_scheduled")
+              or best_scheduled([r for r in results["runs"] if r["seed"] in results["seeds"]],
+                                results["settings"], results["sweep"]))
+    first = results["seeds"][0] if results.get("seeds") else 1
+    return [r["name"] for r in results["runs"]
+            if r.get("checkpoint") and "error" not in r and r["seed"] == first and r["setting"] in (BASELINE, policy)]
+
+
+def ship(results_path: Path, dest: Path, weights: str = "all") -> dict:
+    """Copy a results file (made anywhere, e.g. runs/sweeps/) to `dest` (a .json path in
+    checkpoints/sweeps/) with the kept weights of `weights`: "all" of them, or "replay"
+    (`replay_runs`: what fits the checkpoints' size budget for translation). Runs whose
+    weights stay behind get checkpoint None. Existing weights under dest are replaced."""
+    import shutil
+
+    results = load_results(results_path)
+    keep = ({r["name"] for r in results["runs"] if r.get("checkpoint")} if weights == "all"
+            else set(replay_runs(results)))
+    for run in results["runs"]:
+        src = Path(results_path).parent / run["checkpoint"] if run.get("checkpoint") else None
+        if src is None or run["name"] not in keep:
+            run["checkpoint"] = None
+            continue
+        target = Path(dest).parent / run["checkpoint"]
+        if target.resolve() != src.resolve():
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(src, target)
+    results["weights_shipped"] = weights
+    write_results(dest, results)
+    return results
+
+
 # ---------------------------------------------------------------- the command
 def _options(sweep: str, args) -> dict:
     opts = dict(FULL[sweep])
@@ -572,6 +609,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch threads per worker (default: CPUs / jobs; with --jobs 1 torch's default)")
     p.add_argument("--resume", action="store_true", help="skip runs already in --out with the same configuration")
     p.add_argument("--settings", default=None, help="comma-separated labels or slugs to run (default: all)")
+    p.add_argument("--ship-from", default=None, metavar="RESULTS",
+                   help="train nothing: copy this results file to --out with the kept weights of --ship-weights")
+    p.add_argument("--ship-weights", choices=("all", "replay"), default="all",
+                   help="with --ship-from: every kept checkpoint, or only the runs the app replays by default "
+                        "(constant 1 and the best scheduled policy, seed 1)")
     p.add_argument("--cpu-bf16", action="store_true",
                    help="train every run with --cpu-bf16 (bf16 matmuls on CPUs with native bf16; recorded per epoch)")
     p.add_argument("--data-dir", default=DATA_DIR, help="translate: Multi30k release files")
@@ -611,6 +653,15 @@ def main(argv=None) -> int:
     out = Path(args.out or Path(__file__).resolve().parents[1] / "checkpoints" / "sweeps" / f"{args.sweep}.json")
     only = [s.strip() for s in args.settings.split(",") if s.strip()] if args.settings else None
     command = "python -m seq2seq.sweep " + " ".join(sys.argv[1:] if argv is None else argv)
+    if args.ship_from:
+        try:
+            shipped = ship(Path(args.ship_from), out, args.ship_weights)
+        except (Seq2SeqError, OSError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        kept = [r["name"] for r in shipped["runs"] if r.get("checkpoint")]
+        print(f"wrote {out}: {len(shipped['runs'])} runs, weights of {len(kept)}: {kept}")
+        return 0
     try:
         results = run_sweep(args.sweep, opts, out, args.device, args.jobs, args.data_dir, args.cache,
                             args.resume, only, command, args.threads, log=lambda m: print(m, file=sys.stderr, flush=True))

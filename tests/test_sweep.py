@@ -8,7 +8,7 @@ import pytest
 from seq2seq.checkpoint import load_checkpoint
 from seq2seq.errors import Seq2SeqError
 from seq2seq.schedules import teacher_forcing_ratio as ratio
-from seq2seq.sweep import (FULL, batches_per_epoch, best_scheduled, decay_setting, load_results, main, plan,
+from seq2seq.sweep import (FULL, batches_per_epoch, best_scheduled, check_schema, decay_setting, load_results, main, plan,
                            position_accuracy, write_results)
 
 REVERSE_LABELS = ["constant 0", "constant 0.25", "constant 0.5", "constant 0.75", "constant 1",
@@ -165,6 +165,17 @@ def test_tiny_sweep_end_to_end(tmp_path, capsys):
     assert main(args + ["--resume"]) == 0
     assert "0 to train" in capsys.readouterr().err
     assert [r["final"] for r in load_results(out)["runs"]] == [r["final"] for r in res["runs"]]
+    # shipping with the replayed runs' weights only: constant 1 and the best scheduled policy, seed 1
+    dest = tmp_path / "shipped" / "reverse.json"
+    assert main(["reverse", "--out", str(dest), "--ship-from", str(out), "--ship-weights", "replay"]) == 0
+    shipped = load_results(dest)
+    assert check_schema(shipped) == [] and shipped["weights_shipped"] == "replay"
+    assert {r["name"] for r in shipped["runs"] if r["checkpoint"]} == {"gru-tf1-s1", f"gru-{slug}-s1"}
+    for run in shipped["runs"]:
+        if run["checkpoint"]:
+            assert load_checkpoint(dest.parent / run["checkpoint"]).card["name"] == run["name"]
+    assert sorted(p.name for p in (dest.parent / "reverse").iterdir()) == sorted(["gru-tf1-s1", f"gru-{slug}-s1"])
+    assert [r["final"] for r in shipped["runs"]] == [r["final"] for r in res["runs"]]
 
 
 def test_results_are_written_atomically(tmp_path, monkeypatch):
