@@ -246,7 +246,6 @@ def test_bleu_by_source_length_scores_each_bucket_alone():
 
 
 def test_the_schema_check_names_what_a_results_file_lacks(tmp_path):
-    from seq2seq.sweep import check_schema
 
     out = tmp_path / "reverse.json"
     assert main(["reverse", "--out", str(out), "--jobs", "1", "--threads", "1", "--archs", "gru", "--seeds", "1",
