@@ -5,10 +5,10 @@ Beam search ranks hypotheses by length-normalized log-probability,
 score = log P(y) / len(y)**alpha, at every step and at the end. With a coverage weight
 beta > 0 (attention models) a whole hypothesis' score adds GNMT's coverage penalty (Wu et
 al., 2016), beta * sum_i log(min(c_i, 1)), c_i the attention source token i has received
-over the hypothesis' steps: hypotheses that leave source tokens unread rank lower. It
-joins the score when a hypothesis ends with <eos> (and, at the end, for hypotheses cut
-at the length limit); open hypotheses compete on the length-normalized log P alone, as a
-half-written output has necessarily not covered the source yet. alpha = 1 and
+over the hypothesis' steps: hypotheses that leave source tokens unread rank lower. Every
+hypothesis carries it at every step, open ones on the coverage so far (OpenNMT-py's
+stepwise penalty), so a finished output that read its source outranks going on, and the
+final scores are the formula's. alpha = 1 and
 beta = 0 is the plain length-normalized search. A finished hypothesis stays in its beam
 with its score frozen. With width 1 the ranking reduces to the argmax of the next-token
 distribution, so beam width 1 returns exactly the greedy result.
@@ -314,8 +314,6 @@ def _search(model: Seq2Seq, src, src_lens, K: int, max_len: int, topk: int, alph
     # a finished beam may only be extended by <pad> at no cost: its score stays frozen
     frozen = torch.full((V,), float("-inf"), device=device)
     frozen[PAD_ID] = 0.0
-    ends = torch.zeros(V, device=device)               # 1 at <eos>: where an open hypothesis ends
-    ends[EOS_ID] = 1.0
     hist = {name: [] for name in ("tok", "par", "prob", "topi", "topp", "att", "score", "fin", "cum")}
     batch_base = (torch.arange(batch, device=device) * K).unsqueeze(1)   # [B, 1]
     for t in range(max_len):
@@ -333,11 +331,11 @@ def _search(model: Seq2Seq, src, src_lens, K: int, max_len: int, topk: int, alph
         norm = cand / new_len.unsqueeze(-1) ** alpha
         if use_coverage:
             # every extension of slot k shares k's coverage after this step; finished ones keep theirs.
-            # The penalty judges a whole hypothesis: it joins the score when the hypothesis ends
-            # (<eos>; frozen with it), and at the end for the ones still open.
+            # Open hypotheses pay for the source they have not read yet, as finished ones do: with
+            # the penalty on finished ones alone, ending always ranked below going on, and outputs
+            # ran to the length limit (test-2016 BLEU 13 at beta 0.2 for translate-bahdanau).
             cov_next = cov + attn.view(batch, K, S).float() * (~finished).unsqueeze(-1).float()   # [B, K, S]
-            penalty = (coverage * coverage_penalty(cov_next, src_mask)).unsqueeze(-1)           # [B, K, 1]
-            norm = norm + torch.where(finished.unsqueeze(-1), penalty, penalty * ends)          # [B, K, V]
+            norm = norm + (coverage * coverage_penalty(cov_next, src_mask)).unsqueeze(-1)        # [B, K, V]
         best, flat = norm.view(batch, K * V).topk(K, -1)                 # [B, K]
         parent, token = flat // V, flat % V                              # [B, K]
         scores = cand.view(batch, K * V).gather(1, flat)
@@ -359,9 +357,8 @@ def _search(model: Seq2Seq, src, src_lens, K: int, max_len: int, topk: int, alph
             break
 
     # the final ranking; without coverage written out as before (the same floats)
-    if use_coverage:     # hypotheses cut at max_len get their penalty now
-        final = best + torch.where(finished, torch.zeros_like(best), coverage * coverage_penalty(cov, src_mask))
-        hist["score"][-1] = final                       # the tree's last scores are the final ones
+    if use_coverage:     # every score already holds its hypothesis' penalty
+        final = best
     else:
         final = scores / lengths.clamp(min=1) ** alpha                   # [B, K]
 
