@@ -644,9 +644,12 @@ def render_translation_replay(sweeps: dict[str, Path], results: dict | None, res
     b = pick[1].selectbox("Right model", names, format_func=lambda n: models[n]["label"], key="tf.tr.b",
                           on_change=save_state, args=("tf.tr.b",))
     if from_sweep:
+        so_far = ("" if t_results.get("complete", True) else
+                  f"; the sweep is not finished, so this is the best of the {len(t_results.get('runs') or [])} runs "
+                  f"trained so far, out of {len(t_results.get('settings') or [])} policies")
         st.caption(f"By default: the translation sweep's constant 1 run (teacher forcing throughout) and its best "
-                   f"scheduled policy ({defaults['policy']}, by mean free-running validation BLEU), seed 1 where it "
-                   "was kept.")
+                   f"scheduled policy ({defaults['policy']}, by mean free-running validation BLEU{so_far}), seed 1 "
+                   "where it was kept.")
     own = sentence["kind"] == "own"
     set_url(replay="translate", input=sentence["kind"], sent=sentence["n"], de=sentence["text"] if own else None,
             en=sentence["reference"] if own else None, a=a, b=b)

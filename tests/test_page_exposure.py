@@ -227,11 +227,17 @@ def test_the_sweeps_constant_1_and_best_scheduled_are_the_defaults(no_sweeps):
     assert "sweep · bahdanau · inverse-sigmoid decay (seed 1) · best scheduled" in b.options
     assert any(o.startswith("translate-bahdanau · ") for o in a.options)
     assert any("best scheduled policy (inverse-sigmoid decay" in c.value for c in at.caption)
+    assert not any("trained so far" in c.value for c in at.caption)
     for ckpt, table, metric, chart in zip(("translate-gru", "translate-lstm"), tables(at), divergences(at),
                                           gold_prob_charts(at)):
         check_side(table, metric, chart, direct(CKPTS / ckpt, CORPUS["source"][2], CORPUS["reference"][2]))
-    # a results file without kept checkpoints: the note, and the shipped pair
+    # an unfinished sweep: the best scheduled policy is the best so far, and the caption says so
     res = json.loads((no_sweeps / "translate.json").read_text(encoding="utf-8"))
+    write_results(no_sweeps / "translate.json", dict(res, complete=False))
+    at = open_page({"replay": "translate", "sent": "3"})
+    assert any(f"the best of the {len(res['runs'])} runs trained so far, out of {len(res['settings'])} policies"
+               in c.value for c in at.caption)
+    # a results file without kept checkpoints: the note, and the shipped pair
     for run in res["runs"]:
         run["checkpoint"] = None
     write_results(no_sweeps / "translate.json", res)
