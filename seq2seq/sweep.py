@@ -38,6 +38,7 @@ import json
 import math
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -180,17 +181,20 @@ class RunSpec:
     eval_n: int | None
     data_dir: str | None
     cache: str | None
+    state_dir: str | None = None    # training state, saved after every epoch (an interrupted run resumes)
 
 
 def plan(sweep: str, opts: dict, out_path: Path, device: str, threads: int,
          data_dir: str | None = None, cache: str | None = None, train_examples: int | None = None,
-         only: list[str] | None = None, extra: dict[str, list[int]] | None = None) -> tuple[list[RunSpec], dict]:
+         only: list[str] | None = None, extra: dict[str, list[int]] | None = None,
+         state_root: str | None = None) -> tuple[list[RunSpec], dict]:
     """The grid: archs x settings x seeds -> run specs, plus the sweep's shared configuration.
 
     `opts` holds the size options (SIZE_OPTIONS). `train_examples` is the translation
     training-set size (reversal draws `train_size` fresh sequences per epoch). `only`
     keeps the settings with these labels or slugs (for quick partial sweeps). `extra`
-    (setting label -> seeds) adds runs beyond `opts["seeds"]`: the second pass."""
+    (setting label -> seeds) adds runs beyond `opts["seeds"]`: the second pass. `state_root`:
+    each run saves its training state after every epoch in STATE_ROOT/SWEEP/RUN-NAME."""
     if sweep not in SWEEPS:
         raise ValueError(f"unknown sweep {sweep!r}; expected one of {SWEEPS}")
     n_train = opts["train_size"] if sweep == "reverse" else train_examples
@@ -225,7 +229,8 @@ def plan(sweep: str, opts: dict, out_path: Path, device: str, threads: int,
                        threads, str((ckpt_root / name).resolve()) if kept else None,
                        f"{sweep}/{name}" if kept else None,
                        (1, opts["max_len"]) if task == "reverse" else None,
-                       opts["eval_n"] if task == "reverse" else None, data_dir, cache)
+                       opts["eval_n"] if task == "reverse" else None, data_dir, cache,
+                       str((Path(state_root) / sweep / name).resolve()) if state_root else None)
 
     specs = [spec(arch, setting, seed) for arch in opts["archs"] for setting in settings for seed in seeds]
     by_label = {s.label: s for s in settings}
@@ -267,9 +272,33 @@ def position_accuracy(outputs: list[list[int]], targets: list[list[int]]) -> dic
     return {str(p + 1): round(hits[p] / total[p], 4) for p in sorted(total)}
 
 
+def _resumable_state(spec: RunSpec) -> int | None:
+    """Prepares spec.state_dir: the number of epochs its saved state holds when that state is
+    this run's (same model and training configuration), else None after clearing the folder
+    (a fresh start, or no state_dir at all)."""
+    from .errors import Seq2SeqError
+    from .train_state import STATE_JSON, read_state_info
+
+    if not spec.state_dir:
+        return None
+    folder, key = Path(spec.state_dir), {"model": spec.model, "train": spec.train}
+    marker = folder / "run.json"
+    try:
+        if (folder / STATE_JSON).is_file() and json.loads(marker.read_text(encoding="utf-8")) == key:
+            return int(read_state_info(folder)["epoch"])
+    except (OSError, ValueError, KeyError, Seq2SeqError):
+        pass
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    marker.write_text(json.dumps(key), encoding="utf-8")
+    return None
+
+
 def run_one(spec: RunSpec) -> dict:
     """Train one setting with one seed, evaluate it free-running, keep its weights if asked.
-    Failures come back as a run with an "error" (the sweep goes on)."""
+    Failures come back as a run with an "error" (the sweep goes on). With spec.state_dir the
+    training state is saved after every epoch: a run interrupted (killed, or failed) resumes
+    there the next time it is asked for, and its state is removed once it has finished."""
     import torch
 
     from .checkpoint import save_checkpoint
@@ -289,8 +318,9 @@ def run_one(spec: RunSpec) -> dict:
         model_cfg, cfg = ModelConfig.from_dict(dict(spec.model)), TrainConfig.from_dict(dict(spec.train))
         data = load_task_data(cfg, spec.data_dir, spec.cache)
         final_eval = cfg.task == "translate"      # translation: val and test BLEU in the card
-        model, card = train(model_cfg, cfg, None, data, device, name=spec.name, progress=False,
-                            final_eval=final_eval)
+        resumed = _resumable_state(spec)
+        model, card = train(model_cfg, cfg, None, data, device, state_dir=spec.state_dir,
+                            resume=resumed is not None, name=spec.name, progress=False, final_eval=final_eval)
         history = card["history"]
         if cfg.task == "reverse":
             lo, hi = spec.eval_lengths
@@ -324,11 +354,17 @@ def run_one(spec: RunSpec) -> dict:
         if spec.keep_dir:
             save_checkpoint(spec.keep_dir, model, data.src_vocab, data.tgt_vocab, card, half=True)
         prov = card["provenance"]
-        return {**base, "history": history, "final": final, **extra,
-                "checkpoint": spec.keep_rel if spec.keep_dir else None,
-                "provenance": {k: prov.get(k) for k in ("device", "device_name", "cpu_threads", "torch_version",
-                                                        "mixed_precision", "trained_at", "mean_tokens_per_s")},
-                "seconds": round(time.perf_counter() - t0, 1)}
+        run = {**base, "history": history, "final": final, **extra,
+               "checkpoint": spec.keep_rel if spec.keep_dir else None,
+               "provenance": {k: prov.get(k) for k in ("device", "device_name", "cpu_threads", "torch_version",
+                                                       "mixed_precision", "trained_at", "mean_tokens_per_s",
+                                                       "wall_seconds")},
+               "seconds": round(time.perf_counter() - t0, 1)}
+        if resumed is not None:
+            run["provenance"]["resumed_after_epoch"] = resumed
+        if spec.state_dir:
+            shutil.rmtree(spec.state_dir, ignore_errors=True)
+        return run
     except Exception as e:  # noqa: BLE001 - one failed run must not lose the others
         return {**base, "error": f"{type(e).__name__}: {e}", "seconds": round(time.perf_counter() - t0, 1)}
 
@@ -515,8 +551,10 @@ def extra_seed_plan(results: dict, sweep: str, opts: dict) -> dict[str, list[int
 
 def run_sweep(sweep: str, opts: dict, out_path: Path, device: str = "auto", jobs: int | None = None,
               data_dir: str | None = None, cache: str | None = None, resume: bool = False,
-              only: list[str] | None = None, command: str = "", threads: int | None = None, log=print) -> dict:
-    """Plan, train every run (in parallel workers when jobs > 1), write the results file."""
+              only: list[str] | None = None, command: str = "", threads: int | None = None, log=print,
+              state_root: str | None = None) -> dict:
+    """Plan, train every run (in parallel workers when jobs > 1), write the results file.
+    `state_root`: where each run keeps its training state until it finishes (see run_one)."""
     import torch
 
     from .checkpoint import git_commit
@@ -532,7 +570,8 @@ def run_sweep(sweep: str, opts: dict, out_path: Path, device: str = "auto", jobs
     if sweep == "translate":      # load once here: fails fast on missing data, and sizes the decays
         probe = TrainConfig(task="translate")
         train_examples = len(load_task_data(probe, data_dir, cache).train_fixed)
-    specs, shared = plan(sweep, opts, out_path, resolved, threads, data_dir, cache, train_examples, only)
+    specs, shared = plan(sweep, opts, out_path, resolved, threads, data_dir, cache, train_examples, only,
+                         state_root=state_root)
     full = _is_full(sweep, opts) and not only
     results = {
         "format_version": FORMAT_VERSION, "sweep": sweep, "task": "reverse" if sweep == "reverse" else "translate",
@@ -585,7 +624,8 @@ def run_sweep(sweep: str, opts: dict, out_path: Path, device: str = "auto", jobs
     train_all(todo)
     extra = extra_seed_plan(results, sweep, opts)      # second pass: more seeds where they matter
     if extra:
-        more_specs, _ = plan(sweep, opts, out_path, resolved, threads, data_dir, cache, train_examples, only, extra)
+        more_specs, _ = plan(sweep, opts, out_path, resolved, threads, data_dir, cache, train_examples, only, extra,
+                             state_root)
         more_specs = more_specs[len(specs):]
         order.update({s.name: len(order) + i for i, s in enumerate(more_specs)})
         specs += more_specs
@@ -608,6 +648,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per worker (default: CPUs / jobs; with --jobs 1 torch's default)")
     p.add_argument("--resume", action="store_true", help="skip runs already in --out with the same configuration")
+    p.add_argument("--state-dir", default=str(Path("runs") / "sweep-state"),
+                   help="each unfinished run's training state, saved after every epoch, in STATE_DIR/SWEEP/RUN-NAME "
+                        "(default runs/sweep-state): a killed run continues from its last epoch when the sweep is "
+                        "run again; removed when the run finishes")
     p.add_argument("--settings", default=None, help="comma-separated labels or slugs to run (default: all)")
     p.add_argument("--ship-from", default=None, metavar="RESULTS",
                    help="train nothing: copy this results file to --out with the kept weights of --ship-weights")
@@ -664,7 +708,8 @@ def main(argv=None) -> int:
         return 0
     try:
         results = run_sweep(args.sweep, opts, out, args.device, args.jobs, args.data_dir, args.cache,
-                            args.resume, only, command, args.threads, log=lambda m: print(m, file=sys.stderr, flush=True))
+                            args.resume, only, command, args.threads,
+                            log=lambda m: print(m, file=sys.stderr, flush=True), state_root=args.state_dir)
     except (Seq2SeqError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -261,3 +261,43 @@ def test_the_schema_check_names_what_a_results_file_lacks(tmp_path):
     assert any("accuracy_by_position_teacher_forced" in p for p in problems)
     assert any("epoch 1 lacks 'val_loss'" in p for p in problems)
     assert any("outside [0, 1]" in p for p in problems) and any("scale" in p for p in problems)
+
+
+def test_an_interrupted_run_resumes_from_its_last_epoch_and_ends_as_an_uninterrupted_one(tmp_path, monkeypatch):
+    import seq2seq.trainer as trainer
+    from seq2seq.sweep import SIZE_OPTIONS, run_one
+
+    opts = dict(FULL["reverse"], archs=("gru",), seeds=1, epochs=3, train_size=128, batch_size=64, max_len=5,
+                emb=8, hidden=16, val_size=32, eval_n=5, keep="none", extra_seeds=0)
+    assert set(opts) >= set(SIZE_OPTIONS) - {"cpu_bf16"}
+    (plain,), _ = plan("reverse", opts, tmp_path / "a.json", "cpu", 1, only=["inverse-sigmoid"])
+    (spec,), _ = plan("reverse", opts, tmp_path / "b.json", "cpu", 1, only=["inverse-sigmoid"],
+                      state_root=str(tmp_path / "state"))
+    assert plain.state_dir is None and spec.state_dir == str((tmp_path / "state" / "reverse" / spec.name).resolve())
+    whole = run_one(plain)
+    assert "error" not in whole and len(whole["history"]) == 3
+
+    real_epoch, calls = trainer.train_epoch, []
+
+    def dies_in_epoch_3(*args, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("killed")
+        return real_epoch(*args, **kw)
+
+    monkeypatch.setattr(trainer, "train_epoch", dies_in_epoch_3)
+    failed = run_one(spec)
+    assert failed["error"] == "RuntimeError: killed"
+    assert (Path(spec.state_dir) / "state.json").is_file()          # epochs 1 and 2 kept
+    monkeypatch.setattr(trainer, "train_epoch", real_epoch)
+    resumed = run_one(spec)
+    assert "error" not in resumed and resumed["provenance"]["resumed_after_epoch"] == 2
+    assert not Path(spec.state_dir).exists()                        # removed once finished
+    strip = ("seconds", "train_seconds", "tokens_per_s")
+    assert [{k: v for k, v in h.items() if k not in strip} for h in resumed["history"]] == \
+        [{k: v for k, v in h.items() if k not in strip} for h in whole["history"]]
+    assert resumed["final"] == whole["final"]
+    # a state saved for another configuration is not resumed: the run starts over
+    Path(spec.state_dir).mkdir(parents=True)
+    (Path(spec.state_dir) / "state.json").write_text("{}")
+    assert "resumed_after_epoch" not in run_one(spec)["provenance"]
