@@ -151,6 +151,16 @@ def best_scheduled(runs: list[dict], settings: list[dict], sweep: str) -> str | 
     return max(scores, key=lambda k: (sum(scores[k]) / len(scores[k]), -order.index(k)))
 
 
+def training_order(specs: list[RunSpec], settings: list[dict]) -> list[RunSpec]:
+    """The order runs are trained in: constant 1 first, then the scheduled policies, then the
+    rest (constant 0), the grid's order within each. A sweep cut short then still holds what
+    its comparisons and the app's replay need first: the baseline and the policies measured
+    against it. The results file keeps the grid's order whatever the training order."""
+    scheduled = {s["label"] for s in settings if s.get("scheduled")}
+    rank = {s.name: (0 if s.label == BASELINE else 1 if s.label in scheduled else 2, i) for i, s in enumerate(specs)}
+    return sorted(specs, key=lambda s: rank[s.name])
+
+
 def batches_per_epoch(n_examples: int, batch_size: int) -> int:
     """What train() will see: the same bucketing, so the count is exact."""
     return len(bucketed_batches([1] * n_examples, batch_size, shuffle=True))
@@ -621,7 +631,7 @@ def run_sweep(sweep: str, opts: dict, out_path: Path, device: str = "auto", jobs
                 record(fut.result())
 
     t0 = time.perf_counter()
-    train_all(todo)
+    train_all(training_order(todo, shared["settings"]))
     extra = extra_seed_plan(results, sweep, opts)      # second pass: more seeds where they matter
     if extra:
         more_specs, _ = plan(sweep, opts, out_path, resolved, threads, data_dir, cache, train_examples, only, extra,

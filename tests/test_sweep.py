@@ -301,3 +301,14 @@ def test_an_interrupted_run_resumes_from_its_last_epoch_and_ends_as_an_uninterru
     Path(spec.state_dir).mkdir(parents=True)
     (Path(spec.state_dir) / "state.json").write_text("{}")
     assert "resumed_after_epoch" not in run_one(spec)["provenance"]
+
+
+def test_constant_1_trains_first_then_the_scheduled_policies_then_constant_0(tmp_path):
+    from seq2seq.sweep import training_order
+
+    specs, shared = plan("translate", dict(FULL["translate"]), tmp_path / "translate.json", "cpu", 0,
+                         train_examples=29000)
+    assert [s.label for s in training_order(specs, shared["settings"])] == [
+        "constant 1", "constant 0.5", "constant 0.75", "linear decay", "inverse-sigmoid decay",
+        "tutorials' rule 0.5", "constant 0"]
+    assert [s.label for s in specs] == TRANSLATE_LABELS                # the grid (and the file) keep theirs
