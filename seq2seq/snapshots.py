@@ -106,15 +106,31 @@ def series_bytes(ckpt_dir) -> int:
     return sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) if root.is_dir() else 0
 
 
-def prune_snapshots(ckpt_dir, max_bytes: int = MAX_SERIES_BYTES) -> list[dict]:
-    """Keep the series under `max_bytes`: the first and the final snapshot always, and of
-    the others those that spread evenly over training; the kept ones are renumbered
-    00, 01, ... in order (their cards say so). Returns what is kept."""
+def drop_after_final(ckpt_dir) -> int:
+    """Removes the snapshots taken at a later step than the final one: when training went on
+    past its best epoch, the final snapshot (the best weights, as shipped) comes from before
+    them, and the series should end with it, in step order. Returns how many it removed."""
+    dirs = snapshot_dirs(ckpt_dir)
+    if not dirs or not str(snapshot_info(dirs[-1]).get("label", "")).startswith("final"):
+        return 0
+    final_step = snapshot_info(dirs[-1])["step"]
+    later = [d for d in dirs[:-1] if snapshot_info(d)["step"] > final_step]
+    for d in later:
+        shutil.rmtree(d)
+    return len(later)
+
+
+def prune_snapshots(ckpt_dir, max_bytes: int | None = MAX_SERIES_BYTES) -> list[dict]:
+    """Keep the series in step order (drop_after_final) and under `max_bytes` (None: no
+    limit): the first and the final snapshot always, and of the others those that spread
+    evenly over training; the kept ones are renumbered 00, 01, ... in order (their cards
+    say so). Returns what is kept."""
+    drop_after_final(ckpt_dir)
     dirs = snapshot_dirs(ckpt_dir)
     if not dirs:
         return []
     each = max(series_bytes(ckpt_dir) // len(dirs), 1)
-    room = max(2, int(max_bytes // each))
+    room = len(dirs) if max_bytes is None else max(2, int(max_bytes // each))
     if len(dirs) > room:
         # evenly spaced positions over the series, ends included
         keep = sorted({round(i * (len(dirs) - 1) / (room - 1)) for i in range(room)})

@@ -361,6 +361,8 @@ def finish(model, model_cfg: ModelConfig, cfg: TrainConfig, data: TaskData, devi
         best = max(run.history, key=lambda h: (h[key], -h["val_loss"])) if run.history else {}
         snaps.take(f"final (best epoch {best.get('epoch')})", best.get("steps", run.step), best.get("epoch") or 0,
                    best, wall)
+        from .snapshots import prune_snapshots
+        prune_snapshots(out_dir, max_bytes=None)       # in step order: none after the final (best) one
     if out_dir is not None:
         card = save_checkpoint(out_dir, model, data.src_vocab, data.tgt_vocab, card, half=cfg.half_weights)
     return model, card

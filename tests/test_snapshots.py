@@ -155,3 +155,22 @@ def test_an_older_series_gives_up_its_own_vocabulary_copies(trained, tmp_path):
     after = load_snapshot(tmp_path / "ck", 1).model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert share_vocabulary(tmp_path / "ck") == 0
+
+
+def test_snapshots_after_the_final_ones_step_are_dropped(trained, tmp_path):
+    # training that goes on past its best epoch: the final snapshot (the best weights) has an
+    # earlier step than the last periodic one, which then goes, so the series ends with the final
+    import shutil
+
+    from seq2seq.card import Card
+    d, _ = trained
+    shutil.copytree(d / "ck", tmp_path / "ck")
+    before = list_snapshots(tmp_path / "ck")
+    late = Card.load(before[2]["path"])
+    late.snapshot = dict(late.snapshot, step=before[-1]["step"] + 5)
+    late.save(before[2]["path"])
+    kept = prune_snapshots(tmp_path / "ck", max_bytes=None)
+    assert [s["label"] for s in kept] == [before[0]["label"], before[1]["label"], before[3]["label"]]
+    assert [s["index"] for s in kept] == [0, 1, 2] and [s["step"] for s in kept] == sorted(s["step"] for s in kept)
+    assert load_snapshot(tmp_path / "ck", 2).card.snapshot["label"].startswith("final")
+    assert prune_snapshots(tmp_path / "ck", max_bytes=None) == kept          # nothing more to drop
