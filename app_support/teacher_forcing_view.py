@@ -644,9 +644,10 @@ def render_translation_replay(sweeps: dict[str, Path], results: dict | None, res
     b = pick[1].selectbox("Right model", names, format_func=lambda n: models[n]["label"], key="tf.tr.b",
                           on_change=save_state, args=("tf.tr.b",))
     if from_sweep:
+        trained = len({r["setting"] for r in t_results.get("runs") or [] if not r.get("error")})
         so_far = ("" if t_results.get("complete", True) else
-                  f"; the sweep is not finished, so this is the best of the {len(t_results.get('runs') or [])} runs "
-                  f"trained so far, out of {len(t_results.get('settings') or [])} policies")
+                  f"; the sweep is not finished ({trained} of its {len(t_results.get('settings') or [])} policies "
+                  "trained so far), so this is the best so far")
         st.caption(f"By default: the translation sweep's constant 1 run (teacher forcing throughout) and its best "
                    f"scheduled policy ({defaults['policy']}, by mean free-running validation BLEU{so_far}), seed 1 "
                    "where it was kept.")
