@@ -639,7 +639,11 @@ def gold_prob_chart(frame, font_size: int = 14, title: str = "p(reference token)
     label = marked.mark_text(align="left", baseline="top", dx=4, dy=2, color=DIVERGENCE_COLOR,
                              fontSize=font_sizes(font_size)["label"]).encode(
         x=x, y=alt.value(0), text="divergence_label:N")
-    chart = alt.layer(lines, rule, label).properties(title=title, height=300)
+    # autosize "pad": the plot keeps its 300 px and the axes, rotated labels and legend are
+    # added around it; Streamlit's default ("fit" into its element) squeezed the plot of this
+    # chart to a flat line
+    chart = alt.layer(lines, rule, label).properties(title=title, height=300,
+                                                     autosize=alt.AutoSizeParams(type="pad"))
     return apply_fonts(chart, font_size)
 
 

@@ -131,3 +131,25 @@ def test_step_view_title_and_controls_do_not_overlap_the_chart(server, browser, 
         assert_no_exception(pg, f"translate steps ({name})")
     finally:
         pg.close()
+
+
+def test_exposure_replay_charts_keep_their_plot_height(server, browser):
+    # Streamlit's default sizing fitted this layered chart (rotated labels, a legend under it)
+    # into its element and squeezed the plot to a flat line; with autosize "pad" the plot keeps
+    # its 300 px and the element grows around it.
+    pg = browser.new_page(viewport={"width": 1440, "height": 2200})
+    try:
+        pg.goto(f"{server}/teacher_forcing?replay=translate&sent=3", wait_until="domcontentloaded")
+        wait_idle(pg, timeout=180_000)
+        pg.get_by_role("tab", name="Exposure-bias replay").click()
+        wait_idle(pg, timeout=180_000)
+        pg.get_by_text("p(gold | gold prefix)").first.wait_for(timeout=120_000)
+        pg.wait_for_timeout(1500)
+        charts = pg.locator("[data-testid='stVegaLiteChart']")
+        heights = [b["height"] for b in (charts.nth(i).bounding_box() for i in range(charts.count()))
+                   if b and b["width"] > 0]
+        assert len(heights) >= 2, heights                          # both models' charts are drawn
+        assert all(h >= 420 for h in heights), heights             # 300 px of plot plus title, axes, legend
+        assert_no_exception(pg, "teacher forcing replay")
+    finally:
+        pg.close()
