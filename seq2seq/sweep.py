@@ -496,7 +496,9 @@ def ship(results_path: Path, dest: Path, weights: str = "all") -> dict:
     """Copy a results file (made anywhere, e.g. runs/sweeps/) to `dest` (a .json path in
     checkpoints/sweeps/) with the kept weights of `weights`: "all" of them, or "replay"
     (`replay_runs`: what fits the checkpoints' size budget for translation). Runs whose
-    weights stay behind get checkpoint None. Existing weights under dest are replaced."""
+    weights stay behind get checkpoint None, and their folders under dest (shipped before,
+    when another run was the best scheduled one) are removed. Existing weights under dest
+    are replaced."""
     import shutil
 
     results = load_results(results_path)
@@ -505,6 +507,9 @@ def ship(results_path: Path, dest: Path, weights: str = "all") -> dict:
     for run in results["runs"]:
         src = Path(results_path).parent / run["checkpoint"] if run.get("checkpoint") else None
         if src is None or run["name"] not in keep:
+            stale = Path(dest).parent / results["sweep"] / run["name"]
+            if src is None or stale.resolve() != src.resolve():
+                shutil.rmtree(stale, ignore_errors=True)
             run["checkpoint"] = None
             continue
         target = Path(dest).parent / run["checkpoint"]

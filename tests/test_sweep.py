@@ -175,6 +175,10 @@ def test_tiny_sweep_end_to_end(tmp_path, capsys):
         if run["checkpoint"]:
             assert load_checkpoint(dest.parent / run["checkpoint"]).card["name"] == run["name"]
     assert sorted(p.name for p in (dest.parent / "reverse").iterdir()) == sorted(["gru-tf1-s1", f"gru-{slug}-s1"])
+    # shipped again after the best scheduled policy changed: the old one's weights go
+    (dest.parent / "reverse" / "gru-tf0-s1").mkdir()
+    assert main(["reverse", "--out", str(dest), "--ship-from", str(out), "--ship-weights", "replay"]) == 0
+    assert sorted(p.name for p in (dest.parent / "reverse").iterdir()) == sorted(["gru-tf1-s1", f"gru-{slug}-s1"])
     assert [r["final"] for r in shipped["runs"]] == [r["final"] for r in res["runs"]]
 
 
