@@ -111,9 +111,10 @@ def drop_after_final(ckpt_dir) -> int:
     past its best epoch, the final snapshot (the best weights, as shipped) comes from before
     them, and the series should end with it, in step order. Returns how many it removed."""
     dirs = snapshot_dirs(ckpt_dir)
-    if not dirs or not str(snapshot_info(dirs[-1]).get("label", "")).startswith("final"):
+    final = snapshot_info(dirs[-1]) if dirs else {}
+    if not str(final.get("label", "")).startswith("final"):
         return 0
-    final_step = snapshot_info(dirs[-1])["step"]
+    final_step = final["step"]
     later = [d for d in dirs[:-1] if snapshot_info(d)["step"] > final_step]
     for d in later:
         shutil.rmtree(d)

@@ -27,7 +27,7 @@ from .evaluate import bleu_scores, decode_corpus, ppl, teacher_forced_loss
 from .models import Seq2Seq, TrainingLoss, build_model
 from .models.output import cpu_has_native_bf16
 from .schedules import teacher_forcing_ratio
-from .snapshots import SNAPSHOT_EPOCHS, first_snapshot_batch
+from .snapshots import SNAPSHOT_EPOCHS, first_snapshot_batch, prune_snapshots
 from .task_data import TaskData
 from .train_card import make_card, snapshot_base_card
 from .train_state import STATE_JSON, apply_state, load_best_weights, read_state, save_state
@@ -361,7 +361,6 @@ def finish(model, model_cfg: ModelConfig, cfg: TrainConfig, data: TaskData, devi
         best = max(run.history, key=lambda h: (h[key], -h["val_loss"])) if run.history else {}
         snaps.take(f"final (best epoch {best.get('epoch')})", best.get("steps", run.step), best.get("epoch") or 0,
                    best, wall)
-        from .snapshots import prune_snapshots
         prune_snapshots(out_dir, max_bytes=None)       # in step order: none after the final (best) one
     if out_dir is not None:
         card = save_checkpoint(out_dir, model, data.src_vocab, data.tgt_vocab, card, half=cfg.half_weights)
