@@ -171,9 +171,13 @@ def device_provenance(device: torch.device) -> dict:
 
 
 def vocab_file_bytes(src_vocab: Vocab, tgt_vocab: Vocab) -> bytes:
-    """vocab.json's exact content (what a shared vocabulary's sha256 is taken of)."""
-    return (json.dumps({"src": src_vocab.to_list(), "tgt": tgt_vocab.to_list()}, indent=1, ensure_ascii=False)
-            + "\n").encode()
+    """vocab.json's exact content (what a shared vocabulary's sha256 is taken of). A source
+    vocabulary of subword pieces adds its merges, in order, as "left right" strings
+    (pieces never hold spaces); word vocabularies write exactly what they always did."""
+    content = {"src": src_vocab.to_list(), "tgt": tgt_vocab.to_list()}
+    if src_vocab.merges:
+        content["src_merges"] = [f"{a} {b}" for a, b in src_vocab.merges]
+    return (json.dumps(content, indent=1, ensure_ascii=False) + "\n").encode()
 
 
 def _shared_folder(entry: dict, where: Path) -> Path | None:
@@ -332,8 +336,9 @@ def load_checkpoint(ckpt_dir: str | os.PathLike, device: str | torch.device = "c
     vocab_path = verify_file((_shared_folder(card.files.get(VOCAB), d) or d) / VOCAB, card)
     try:
         vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
-        src_vocab, tgt_vocab = Vocab(vocab["src"]), Vocab(vocab["tgt"])
-    except (ValueError, KeyError, TypeError) as e:
+        merges = [m.split(" ") for m in vocab.get("src_merges", [])]
+        src_vocab, tgt_vocab = Vocab(vocab["src"], merges), Vocab(vocab["tgt"])
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise CheckpointError(f"{vocab_path}: not a valid vocabulary file ({e})") from e
     if (len(src_vocab), len(tgt_vocab)) != (cfg.src_vocab_size, cfg.tgt_vocab_size):
         raise CheckpointError(f"{vocab_path}: vocabulary sizes {len(src_vocab)}/{len(tgt_vocab)} "

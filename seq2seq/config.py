@@ -88,7 +88,8 @@ class TrainConfig:
     label_smoothing: float = 0.0
     patience: int = 3             # early stopping: epochs without validation improvement
     seed: int = TRAIN_SEED
-    min_freq: int = 2             # vocabulary cut (translation)
+    min_freq: int = 2             # vocabulary cut (translation; words only)
+    src_bpe: int = 0              # translation: byte-pair merges for the source side (0: whole words)
     # reversal task
     reverse_min_len: int = 1
     reverse_max_len: int = 20

@@ -202,7 +202,7 @@ def corpus_statistics(ck, split_data: dict, split: str, device, command: str) ->
     beam = int(dec.get("beam") or 1)
     alpha = float(dec.get("alpha") or 1.0)
     coverage_weight = float(dec.get("coverage") or 0.0) if beam > 1 else 0.0
-    src_tok = [s[: ck.model.cfg.max_src_len] for s in split_data["de"]]
+    src_tok = [ck.src_vocab.segment(s)[: ck.model.cfg.max_src_len] for s in split_data["de"]]   # the model's tokens
     refs = split_data["en"]
     hyps = decode_with_attention(ck.model, [ck.src_vocab.encode(s) for s in src_tok], device, beam, alpha,
                                  coverage_weight=coverage_weight)

@@ -116,7 +116,7 @@ def bleu_scores(hyp_tokens: list[list[str]], ref_tokens: list[list[str]], ref_ra
 def evaluate_translation(model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab, src_tok: list[list[str]],
                          tgt_tok: list[list[str]], ref_raw: list[str], device, beam: int = 1,
                          alpha: float = 1.0, batch_size: int = 128) -> dict:
-    sources = [src_vocab.encode(s[: model.cfg.max_src_len]) for s in src_tok]
+    sources = [src_vocab.encode(src_vocab.segment(s)[: model.cfg.max_src_len]) for s in src_tok]
     ds = PairDataset(sources, [tgt_vocab.encode(t) for t in tgt_tok])
     loss = teacher_forced_loss(model, ds, device)
     t0 = time.perf_counter()

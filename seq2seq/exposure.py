@@ -130,7 +130,7 @@ def replay_tokens(translator: Translator, source_tokens: list[str],
     for an empty source or reference."""
     from .translate import SourceInput
 
-    tokens = [str(t) for t in source_tokens if str(t).strip()]
+    tokens = translator.ckpt.src_vocab.segment([str(t) for t in source_tokens if str(t).strip()])
     if not tokens:
         raise InputError("the sentence is empty: nothing to replay")
     gold_tokens = [str(t) for t in reference_tokens if str(t).strip()][: translator.cfg.max_out_len - 1]

@@ -70,6 +70,9 @@ def build_parser() -> ArgumentParser:
                    help="early-stopping patience in epochs (default 3; 0: never); with --resume: extend")
     g.add_argument("--seed", type=int, default=TRAIN_SEED)
     g.add_argument("--min-freq", type=positive_int, default=2)
+    g.add_argument("--src-bpe", type=non_negative_int, default=0, metavar="MERGES",
+                   help="translation: split German source words into byte-pair pieces with this many merges, "
+                        "learned on the training set (0: whole words, the default)")
     g.add_argument("--eval-beam", type=positive_int, default=5, help="beam width also tried for the final metrics")
     g.add_argument("--max-minutes", type=float, default=None, help="wall-time budget (0, the default: none); "
                    "with --resume: extend")
@@ -118,6 +121,7 @@ def configs_from_args(args) -> tuple[ModelConfig, TrainConfig]:
                       lr_decay=1.0 if args.lr_decay is None else args.lr_decay,
                       weight_decay=args.weight_decay, clip=args.clip, label_smoothing=args.label_smoothing,
                       patience=3 if args.patience is None else args.patience, seed=args.seed, min_freq=args.min_freq,
+                      src_bpe=args.src_bpe,
                       reverse_min_len=args.min_len, reverse_max_len=args.max_len,
                       reverse_train_size=args.train_size, reverse_val_size=args.val_size,
                       max_minutes=args.max_minutes or 0.0, eval_beam=args.eval_beam, amp=not args.no_amp,

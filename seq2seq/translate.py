@@ -125,7 +125,7 @@ class Translator:
         return self.model.cfg
 
     def prepare(self, text: str) -> SourceInput:
-        tokens = tokenize(text, self.src_tokenizer)
+        tokens = self.ckpt.src_vocab.segment(tokenize(text, self.src_tokenizer))   # words, or their pieces
         if not tokens:
             raise InputError("the text is empty: type a sentence" if not str(text).strip()
                              else "nothing left to read after tokenizing the text")

@@ -1,8 +1,12 @@
-"""Vocabulary: token <-> id, with the four special tokens first."""
+"""Vocabulary: token <-> id, with the four special tokens first. A source vocabulary may
+also split words into subword pieces (subword.py): its `segment` turns words into the
+tokens it holds; without merges it is the identity."""
 from __future__ import annotations
 
 from collections import Counter
 from typing import Iterable
+
+from .subword import BytePairEncoder
 
 PAD, UNK, SOS, EOS = "<pad>", "<unk>", "<sos>", "<eos>"
 SPECIALS = (PAD, UNK, SOS, EOS)
@@ -10,8 +14,9 @@ PAD_ID, UNK_ID, SOS_ID, EOS_ID = 0, 1, 2, 3
 
 
 class Vocab:
-    def __init__(self, tokens: Iterable[str]):
+    def __init__(self, tokens: Iterable[str], merges: Iterable | None = None):
         self.itos: list[str] = list(tokens)
+        self.bpe = BytePairEncoder(merges) if merges else None
         if tuple(self.itos[:4]) != SPECIALS:
             raise ValueError(f"a vocabulary must start with {SPECIALS}")
         self.stoi: dict[str, int] = {t: i for i, t in enumerate(self.itos)}
@@ -32,6 +37,16 @@ class Vocab:
     @classmethod
     def from_alphabet(cls, alphabet: str) -> "Vocab":
         return cls([*SPECIALS, *alphabet])
+
+    @property
+    def merges(self) -> list[tuple[str, str]]:
+        return self.bpe.merges if self.bpe else []
+
+    def segment(self, words: list[str]) -> list[str]:
+        """Words -> the tokens this vocabulary holds: subword pieces where it has merges,
+        the words themselves otherwise. Every source text passes through here before
+        `encode`, so a checkpoint's pieces are the ones it was trained on."""
+        return self.bpe.segment(words) if self.bpe else list(words)
 
     def __len__(self) -> int:
         return len(self.itos)
@@ -60,4 +75,4 @@ class Vocab:
         return list(self.itos)
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, Vocab) and self.itos == other.itos
+        return isinstance(other, Vocab) and self.itos == other.itos and self.merges == other.merges

@@ -75,3 +75,39 @@ def test_translate_cli_with_spacy_tokens(trained):
     assert res["source_tokens"] == ["ein", "hund", "läuft", "im", "park", "."]
     assert res["text"][0].isupper()
     assert len(res["alignment"]) == len(res["output_tokens"])
+
+
+@pytest.fixture(scope="module")
+def trained_on_pieces(tmp_path_factory):
+    d = tmp_path_factory.mktemp("m30k-bpe")
+    write_corpus(d)
+    out = d / "translate-bahdanau-bpe"
+    proc = subprocess.run(
+        [sys.executable, "-m", "seq2seq.train", "--task", "translate", "--arch", "bahdanau", "--out", str(out),
+         "--data-dir", str(d), "--cache", str(d / "cache.json.gz"), "--src-bpe", "25",
+         "--emb", "16", "--hidden", "32", "--epochs", "2", "--lr", "5e-3", "--batch-size", "32", "--min-freq", "1",
+         "--dropout", "0.0", "--device", "cpu"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return d, out
+
+
+def test_a_source_in_byte_pair_pieces_trains_evaluates_and_translates(trained_on_pieces, capsys):
+    from seq2seq import evaluate, translate
+    from seq2seq.subword import join_pieces
+
+    d, out = trained_on_pieces
+    card = json.loads((out / "card.json").read_text())
+    assert card["train_config"]["src_bpe"] == 25 and "byte-pair pieces (25 merges" in card["provenance"]["data"]
+    merges = json.loads((out / "vocab.json").read_text())["src_merges"]
+    assert len(merges) == 25 and all(len(m.split(" ")) == 2 for m in merges)
+    # the evaluate command reads the test set through the same pieces: the card's numbers come back
+    assert evaluate.main([str(out), "--data-dir", str(d), "--split", "test2016", "--json"]) == 0
+    res, want = json.loads(capsys.readouterr().out), card["metrics"]["test2016"]
+    assert (res["bleu"], res["sacrebleu"]) == (want["bleu"], want["sacrebleu"])
+    # a word never seen whole is read in pieces, shown with their "@@" marks
+    assert translate.main([str(out), "Ein Hundkatze läuft im Park.", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert join_pieces(res["source_tokens"]) == ["ein", "hundkatze", "läuft", "im", "park", "."]
+    assert res["source_tokens"][:2] == ["ein", "h@@"] and res["source_tokens"][-3:] == ["im", "park", "."]
+    assert len(res["alignment"][0]) == len(res["source_tokens"])
