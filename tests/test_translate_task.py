@@ -25,19 +25,25 @@ def write_corpus(d):
         (d / f"{stem}.en").write_text("\n".join(r[1] for r in rows) + "\n", encoding="utf-8")  # plain works too
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    d = tmp_path_factory.mktemp("m30k")
+def train_on_toy_corpus(tmp_path_factory, name: str, *options: str):
+    """Train NAME with seq2seq.train on a fresh toy corpus: (corpus folder, checkpoint folder)."""
+    d = tmp_path_factory.mktemp(name)
     write_corpus(d)
-    out = d / "translate-luong"
+    out = d / name
     proc = subprocess.run(
-        [sys.executable, "-m", "seq2seq.train", "--task", "translate", "--arch", "luong", "--out", str(out),
-         "--data-dir", str(d), "--cache", str(d / "cache.json.gz"), "--state-dir", str(d / "state"),
-         "--emb", "32", "--hidden", "64", "--epochs", "6", "--lr", "5e-3", "--batch-size", "32", "--min-freq", "1", "--eval-beam", "3",
-         "--dropout", "0.0", "--tie-embeddings", "--half", "--device", "cpu"],
+        [sys.executable, "-m", "seq2seq.train", "--task", "translate", "--out", str(out), "--data-dir", str(d),
+         "--cache", str(d / "cache.json.gz"), "--state-dir", str(d / "state"), "--lr", "5e-3", "--batch-size", "32", "--min-freq", "1",
+         "--dropout", "0.0", "--device", "cpu", *options],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return d, out
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return train_on_toy_corpus(tmp_path_factory, "translate-luong", "--arch", "luong",
+                               "--emb", "32", "--hidden", "64", "--epochs", "6", "--eval-beam", "3",
+                               "--tie-embeddings", "--half")
 
 
 def test_card_metrics_and_history(trained):
@@ -79,17 +85,8 @@ def test_translate_cli_with_spacy_tokens(trained):
 
 @pytest.fixture(scope="module")
 def trained_on_pieces(tmp_path_factory):
-    d = tmp_path_factory.mktemp("m30k-bpe")
-    write_corpus(d)
-    out = d / "translate-bahdanau-bpe"
-    proc = subprocess.run(
-        [sys.executable, "-m", "seq2seq.train", "--task", "translate", "--arch", "bahdanau", "--out", str(out),
-         "--data-dir", str(d), "--cache", str(d / "cache.json.gz"), "--src-bpe", "25",
-         "--emb", "16", "--hidden", "32", "--epochs", "2", "--lr", "5e-3", "--batch-size", "32", "--min-freq", "1",
-         "--dropout", "0.0", "--device", "cpu"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return d, out
+    return train_on_toy_corpus(tmp_path_factory, "translate-bahdanau-bpe", "--arch", "bahdanau", "--src-bpe", "25",
+                               "--emb", "16", "--hidden", "32", "--epochs", "2")
 
 
 def test_a_source_in_byte_pair_pieces_trains_evaluates_and_translates(trained_on_pieces, capsys):
