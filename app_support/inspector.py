@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from seq2seq import figures
-from seq2seq.alignment import diagonality, row_entropy
+from seq2seq.alignment import diagonality, reads_pieces, row_entropy, word_columns
 
 from .common import (decode_for_page, init_state, model_entries, model_label, save_state, set_url, sidebar_settings,
                      text_with_examples)
@@ -83,13 +83,21 @@ def render_inspector(task: str) -> None:
                   "During training"] + (["Where models break"] if task == "reverse" else []))
     tabs = st.tabs(tab_names)
     with tabs[0]:
-        fig = figures.alignment_heatmap(result.source.tokens, result.output_tokens, result.alignment,
-                                        kind=result.alignment_kind, source_unknown=result.source.unknown,
+        source, matrix, unknown = result.source.tokens, result.alignment, result.source.unknown
+        if reads_pieces(source):
+            per_word = st.radio("Source axis", ["pieces the model reads", "whole words (their pieces' weights summed)"],
+                                horizontal=True, key=f"{task}.source_axis",
+                                help="This model reads German in byte-pair pieces: \"@@\" marks a piece whose word "
+                                     "goes on in the next one.") != "pieces the model reads"
+            if per_word:
+                source, matrix, unknown = word_columns(source, matrix, unknown)
+        fig = figures.alignment_heatmap(source, result.output_tokens, matrix,
+                                        kind=result.alignment_kind, source_unknown=unknown,
                                         forced_rows=forced, ideal_antidiagonal=(task == "reverse"),
                                         font_size=settings["font_size"], colorscale=scale)
         st.plotly_chart(fig, config=config, key=f"{task}.heatmap")
         st.download_button("Download the alignment matrix (CSV)",
-                           figures.alignment_csv(result.source.tokens, result.output_tokens, result.alignment),
+                           figures.alignment_csv(source, result.output_tokens, matrix),
                            file_name=f"{entry['name']}-alignment.csv", mime="text/csv", key=f"{task}.csv")
         if task == "reverse" and len(result.output_tokens):
             c1, c2 = st.columns([1, 3])

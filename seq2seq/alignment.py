@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .subword import CONTINUES, join_pieces
+
 
 def mirrored_positions(n_out: int, n_src: int) -> np.ndarray:
     """The source position output t copies from when reversing: S - 1 - t (or -1 past the start)."""
@@ -26,6 +28,34 @@ def row_entropy(matrix: np.ndarray) -> np.ndarray:
     spreads evenly."""
     A = np.clip(np.asarray(matrix, dtype=float), 1e-12, 1.0)
     return -(A * np.log(A)).sum(axis=1) if A.size else np.zeros(len(A))
+
+
+def word_columns(source_tokens: list[str], matrix, unknown: list[bool] | None = None):
+    """A source read in byte-pair pieces, seen per word: the columns of each word's pieces
+    summed ("kletter@@", "wand" -> "kletterwand"). Rows that summed to 1 still do, since
+    the weights are only regrouped. Returns (words, matrix [T, words], unknown per word:
+    True where any of its pieces was unknown). Whole-word sources come back unchanged."""
+    A = np.asarray(matrix, dtype=float).reshape(-1, len(source_tokens)) if len(source_tokens) else \
+        np.zeros((len(matrix), 0))
+    word_of, w = [], 0
+    for tok in source_tokens:
+        word_of.append(w)
+        if not (tok.endswith(CONTINUES) and len(tok) > len(CONTINUES)):
+            w += 1
+    n_words = w + (1 if source_tokens and word_of[-1] == w else 0)
+    summed = np.zeros((A.shape[0], n_words))
+    np.add.at(summed.T, word_of, A.T)
+    flags = None
+    if unknown is not None:
+        flags = [False] * n_words
+        for j, u in zip(word_of, unknown):
+            flags[j] = flags[j] or bool(u)
+    return join_pieces(source_tokens), summed, flags
+
+
+def reads_pieces(source_tokens: list[str]) -> bool:
+    """True when some source token is the inner piece of a word (a byte-pair model's input)."""
+    return any(t.endswith(CONTINUES) and len(t) > len(CONTINUES) for t in source_tokens)
 
 
 def first_divergence(a: list, b: list) -> int | None:

@@ -89,6 +89,22 @@ def _tiny(out_dir: Path, arch: str, task: str, seed: int, metrics: dict, **card_
     save_checkpoint(out_dir, model, src, tgt, card)
 
 
+def save_tiny_piece_reader(out_dir: Path) -> None:
+    """A tiny random translate-bahdanau whose source vocabulary holds byte-pair pieces:
+    "kletterwand" is read as "kletter@@ wand"."""
+    def left_to_right(symbols):       # the merges that build these symbols into one piece
+        return [("".join(symbols[:i]), symbols[i]) for i in range(1, len(symbols))]
+
+    merges = [m for w in GERMAN + ["wand"] for m in left_to_right(list(w[:-1]) + [w[-1] + "</w>"])]
+    merges += left_to_right(list("kletter"))
+    src = Vocab([*SPECIALS, *GERMAN, "kletter@@", "wand"], list(dict.fromkeys(merges)))
+    tgt = Vocab([*SPECIALS, *ENGLISH])
+    model = tiny_model("bahdanau", seed=4, src_vocab=len(src), tgt_vocab=len(tgt), max_src_len=12, max_out_len=8)
+    card = _card(out_dir.name, "translate", "spacy:de", {})
+    card["tokenizers"] = {"src": "spacy:de", "tgt": "spacy:en"}
+    save_checkpoint(out_dir, model, src, tgt, card)
+
+
 def build_lab_checkpoints(root: Path) -> Path:
     """A checkpoint folder with every case the pages must handle:
 

@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from apptest_util import elements, messages, open_page, plotly_figures
+from apptest_util import elements, messages, open_page, plotly_figures, save_tiny_piece_reader
 from conftest import ROOT
 
 CK = ROOT / "checkpoints"
@@ -110,6 +110,25 @@ def test_translate_page_attention_beam_prefix_and_saliency():
         assert not at.exception
         assert "saliency" in messages(at)
         assert "not attention" in heatmap(at)["layout"]["title"]["text"]
+
+
+def test_a_model_reading_pieces_shows_them_or_whole_words(tmp_path, monkeypatch):
+    save_tiny_piece_reader(tmp_path / "translate-bahdanau")
+    monkeypatch.setenv("ATTENTION_LAB_CHECKPOINTS", str(tmp_path))
+    at = open_page("pages/translate.py", {"text": "Ein Mann fährt mit dem Kletterwand.", "model": "translate-bahdanau"})
+    assert not at.exception
+    fig = heatmap(at)
+    assert fig["layout"]["xaxis"]["ticktext"][5:7] == ["kletter@@", "wand"]
+    pieces = np.array(fig["data"][0]["z"])
+    assert pieces.shape[1] == 8 and np.allclose(pieces.sum(1), 1, atol=1e-4)
+    at.radio(key="translate.source_axis").set_value("whole words (their pieces' weights summed)").run()
+    assert not at.exception
+    fig = heatmap(at)
+    assert fig["layout"]["xaxis"]["ticktext"][5] == "kletterwand"
+    words = np.array(fig["data"][0]["z"])
+    assert words.shape[1] == 7 and np.allclose(words.sum(1), 1, atol=1e-4)
+    assert np.allclose(words[:, 5], pieces[:, 5] + pieces[:, 6], atol=1e-3)     # the pieces' weights, summed
+    assert np.allclose(np.delete(words, 5, 1), np.delete(pieces, [5, 6], 1), atol=1e-3)
 
 
 def test_the_chart_preloader_leaves_only_the_real_charts():

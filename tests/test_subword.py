@@ -72,3 +72,20 @@ def test_a_source_vocabulary_of_pieces_reads_unseen_words_as_known_pieces(tmp_pa
     prepared = Translator(ck).prepare("Lowlow widest")
     assert prepared.tokens == ["lo@@", "w@@", "low", "widest"] and not any(prepared.unknown)
     assert prepared.ids == src.encode(prepared.tokens)
+
+
+def test_word_columns_regroup_a_pieces_alignment_by_word():
+    import numpy as np
+
+    from seq2seq.alignment import reads_pieces, word_columns
+
+    tokens = ["ein", "kletter@@", "wand", "."]
+    A = np.array([[0.1, 0.2, 0.3, 0.4], [0.25, 0.25, 0.25, 0.25]])
+    words, W, unknown = word_columns(tokens, A, [False, True, False, False])
+    assert words == ["ein", "kletterwand", "."] and unknown == [False, True, False]
+    assert np.allclose(W, [[0.1, 0.5, 0.4], [0.25, 0.5, 0.25]]) and np.allclose(W.sum(1), 1)
+    assert reads_pieces(tokens) and not reads_pieces(["ein", "@@", "."])
+    same, W2, none = word_columns(["ein", "."], A[:, :2])
+    assert same == ["ein", "."] and np.array_equal(W2, A[:, :2]) and none is None
+    trailing, W3, _ = word_columns(["a@@", "b@@"], np.array([[0.5, 0.5]]))     # cut off mid-word
+    assert trailing == ["ab"] and np.allclose(W3, [[1.0]])
