@@ -66,20 +66,22 @@ def rows(root: Path) -> tuple[list[dict], list[str]]:
 
 
 def translation_table(items) -> str:
-    lines = ["| model | params | size on disk | BLEU (tutorial form) | sacreBLEU | test PPL (teacher-forced) | "
-             "decoding | trained on | training | stopped |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| model | params | size on disk | German read as | BLEU (tutorial form) | sacreBLEU | "
+             "test PPL (teacher-forced) | decoding | trained on | training | stopped |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for it in items:
         c: Card = it["card"]
         m = c.split_metrics("test2016")
         dec = m.get("decoding", {})
         dec_s = "greedy" if dec.get("beam", 1) == 1 else f"beam {dec['beam']}" + (
             f", α {dec['alpha']:g}" if dec.get("alpha", 1.0) != 1.0 else "")
-        lines.append(f"| `{c.name}` | {_fmt_params(c.params)} | {_fmt_size(it['bytes'])} | {m.get('bleu', '-')} | "
+        merges = (c.train_config or {}).get("src_bpe") or 0
+        source = f"byte-pair pieces ({merges} merges)" if merges else "words"
+        lines.append(f"| `{c.name}` | {_fmt_params(c.params)} | {_fmt_size(it['bytes'])} | {source} | {m.get('bleu', '-')} | "
                      f"{m.get('sacrebleu', '-')} | {m.get('ppl', '-')} | {dec_s} | {_device(c)} | {_training(c)} | "
                      f"{c.stopped or '-'} |")
     for ref in TUTORIAL_REFERENCE:
-        lines.append(f"| {ref['name']} (reference) | {_fmt_params(ref['params'])} | - | {ref['bleu']} | - | "
+        lines.append(f"| {ref['name']} (reference) | {_fmt_params(ref['params'])} | - | - | {ref['bleu']} | - | "
                      f"{ref['ppl']} (free-running, not comparable) | greedy | GPU | - | - |")
     return "\n".join(lines)
 

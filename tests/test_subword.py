@@ -89,3 +89,22 @@ def test_word_columns_regroup_a_pieces_alignment_by_word():
     assert same == ["ein", "."] and np.array_equal(W2, A[:, :2]) and none is None
     trailing, W3, _ = word_columns(["a@@", "b@@"], np.array([[0.5, 0.5]]))     # cut off mid-word
     assert trailing == ["ab"] and np.allclose(W3, [[1.0]])
+
+
+def test_the_results_table_says_how_each_model_reads_german():
+    import dataclasses
+
+    from seq2seq import report
+    from seq2seq.checkpoint import read_card
+
+    from conftest import ROOT
+
+    shipped = read_card(ROOT / "checkpoints" / "translate-bahdanau")
+    words = dataclasses.replace(shipped, name="translate-words", train_config=dict(shipped.train_config, src_bpe=0))
+    pieces = dataclasses.replace(shipped, name="translate-pieces", train_config=dict(shipped.train_config, src_bpe=8000))
+    table = report.translation_table([{"card": words, "bytes": 1}, {"card": pieces, "bytes": 1}]).splitlines()
+    assert "| German read as |" in table[0]
+    row_words = next(r for r in table if r.startswith("| `translate-words`"))
+    row_pieces = next(r for r in table if r.startswith("| `translate-pieces`"))
+    assert row_words.split(" | ")[3] == "words"
+    assert row_pieces.split(" | ")[3] == "byte-pair pieces (8000 merges)"
