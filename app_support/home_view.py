@@ -11,11 +11,19 @@ from .common import model_entries, sidebar_settings
 from .constants import ARCH_LABELS, PAGES, TASK_LABELS
 
 # Column order of the models table; metrics a task does not have stay empty (NaN).
-MODEL_COLUMNS = ("model", "task", "architecture", "params", "size on disk (MiB)", "BLEU (tutorial form)",
+MODEL_COLUMNS = ("model", "task", "architecture", "source read as", "params", "size on disk (MiB)", "BLEU (tutorial form)",
                  "sacreBLEU", "test PPL", "exact match 1–20 (%)", "exact match 21–30 (%)", "trained on",
                  "training time (min)")
-TASK_METRIC_COLUMNS = MappingProxyType({"translate": ("BLEU (tutorial form)", "sacreBLEU", "test PPL"),
+TASK_METRIC_COLUMNS = MappingProxyType({"translate": ("source read as", "BLEU (tutorial form)", "sacreBLEU", "test PPL"),
                                         "reverse": ("exact match 1–20 (%)", "exact match 21–30 (%)")})
+
+
+def source_units(card: dict) -> str:
+    """What a model's input tokens are: characters, whole words, or byte-pair pieces."""
+    if (card.get("tokenizers") or {}).get("src") == "chars":
+        return "characters"
+    merges = (card.get("train_config") or {}).get("src_bpe") or 0
+    return f"byte-pair pieces ({merges} merges)" if merges else "words"
 
 
 def models_frame(entries: list[dict]) -> pd.DataFrame:
@@ -34,6 +42,7 @@ def models_frame(entries: list[dict]) -> pd.DataFrame:
             "model": card.get("name", entry["name"]),
             "task": TASK_LABELS.get(card["task"], card["task"]),
             "architecture": ARCH_LABELS.get(card["arch"], card["arch"]),
+            "source read as": source_units(card),
             "params": int(card["params"]),
             "size on disk (MiB)": shipped_bytes(card) / 2**20,
             "BLEU (tutorial form)": number(test.get("bleu")),

@@ -7,12 +7,13 @@ import pytest
 
 from app_support.cards import trained_on
 from app_support.constants import PAGES
-from app_support.home_view import MODEL_COLUMNS, models_frame, task_table
+from app_support.home_view import MODEL_COLUMNS, models_frame, source_units, task_table
 
 from apptest_util import APP, build_lab_checkpoints, elements
 
 TRANSLATE_CARD = {
     "name": "translate-bahdanau", "task": "translate", "arch": "bahdanau", "params": 20_518_917,
+    "tokenizers": {"src": "spacy:de", "tgt": "spacy:en"}, "train_config": {"src_bpe": 8000},
     "metrics": {"test2016": {"bleu": 31.2, "sacrebleu": 29.7, "ppl": 19.8, "decoding": {"beam": 5}}},
     "provenance": {"device": "cuda", "device_name": "NVIDIA H100 80GB HBM3", "wall_seconds": 900.0},
     "files": {"model.safetensors": {"sha256": "0", "bytes": 3 * 2**20}, "vocab.json": {"sha256": "0", "bytes": 2**19}},
@@ -38,6 +39,9 @@ def test_models_frame_has_one_row_per_readable_card_with_its_numbers():
     tr, rv = df.iloc[0], df.iloc[1]
     assert tr["task"] == "German → English" and tr["architecture"] == "GRU + Bahdanau attention"
     assert tr["params"] == 20_518_917 and tr["size on disk (MiB)"] == pytest.approx(3.5)
+    assert tr["source read as"] == "byte-pair pieces (8000 merges)"
+    assert source_units({"tokenizers": {"src": "spacy:de"}, "train_config": {"src_bpe": 0}}) == "words"
+    assert source_units({"tokenizers": {"src": "chars"}}) == "characters"
     assert (tr["BLEU (tutorial form)"], tr["sacreBLEU"], tr["test PPL"]) == (31.2, 29.7, 19.8)
     assert tr["trained on"] == "GPU: NVIDIA H100 80GB HBM3" and tr["training time (min)"] == pytest.approx(15.0)
     assert math.isnan(tr["exact match 1–20 (%)"]) and math.isnan(tr["exact match 21–30 (%)"])
