@@ -35,9 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .alignment import average_ranks
+from .alignment import average_ranks, reads_pieces, word_columns
 from .cli import ArgumentParser, device_arg, run_main
 from .errors import CheckpointError, Seq2SeqError
+from .subword import join_pieces
 
 FORMAT_VERSION = 1
 KIND = "attention-lab corpus statistics"
@@ -210,10 +211,16 @@ def corpus_statistics(ck, split_data: dict, split: str, device, command: str) ->
     has_attention = ck.model.cfg.has_attention
     columns = {k: [] for k in COLUMNS}
     for s, o, r, h in zip(src_tok, out_tok, refs, hyps):
-        columns["source"].append(" ".join(s))
+        attention = h.attention if has_attention else None
+        if attention is not None and reads_pieces(s):
+            # a model reading byte-pair pieces: its attention per word (the pieces' weights summed), so
+            # the statistics and the dropped/repeated positions are about the words a person reads
+            _, attention, _ = word_columns(s, np.asarray(attention, dtype=np.float64)[:, :len(s)])
+        words = join_pieces(s)
+        columns["source"].append(" ".join(words))          # the Translate page's text re-reads these words
         columns["output"].append(" ".join(o))
         columns["reference"].append(" ".join(r))
-        stats = sentence_statistics(h.attention if has_attention else None, len(s), len(o))
+        stats = sentence_statistics(attention, len(words), len(o))
         for k, v in stats.items():
             columns[k].append(v)
     bleus, signature = sentence_bleus(out_tok, refs)

@@ -11,6 +11,7 @@ import math
 import shutil
 
 import numpy as np
+import torch
 import pytest
 import sacrebleu
 
@@ -227,3 +228,20 @@ def test_make_command_names_the_default_file():
     cmd = corpus.make_command("checkpoints/translate-gru")
     assert cmd == ("python -m seq2seq.corpus checkpoints/translate-gru --data-dir ../shared/data/multi30k "
                    "--split test2016 --out checkpoints/translate-gru/corpus-test2016.json")
+
+
+def test_a_model_reading_pieces_lists_its_sources_as_words(tmp_path):
+    from apptest_util import save_tiny_piece_reader
+
+    save_tiny_piece_reader(tmp_path / "translate-bahdanau")
+    ck = load_checkpoint(tmp_path / "translate-bahdanau")
+    data = {"de": [["ein", "mann", "kletterwand", "."], ["zwei", "hunde"]], "en": [["a", "man", "."], ["two", "dogs"]]}
+    stats = corpus.corpus_statistics(ck, data, "test2016", torch.device("cpu"), "python -m seq2seq.corpus x")
+    cols = stats["columns"]
+    # the text a person reads and the Translate page re-reads: words, not "kletter@@ wand"
+    assert cols["source"] == ["ein mann kletterwand .", "zwei hunde"]
+    assert ck.src_vocab.segment(data["de"][0]) == ["ein", "mann", "kletter@@", "wand", "."]
+    # its attention statistics are per word: positions index the words of the source column
+    for k in ("dropped_positions", "repeated_positions"):
+        for positions, source in zip(cols[k], cols["source"]):
+            assert all(0 <= j < len(source.split(" ")) for j in positions)
