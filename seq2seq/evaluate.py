@@ -129,6 +129,44 @@ def evaluate_translation(model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab, src
             "samples": [{"hyp": " ".join(h), "ref": " ".join(r)} for h, r in zip(hyps[:3], tgt_tok[:3])]}
 
 
+def decoding_key(beam: int, alpha: float) -> str:
+    """by_decoding's name for a decoding: "beam5", or "beam10-alpha0.8" when alpha is not 1."""
+    return f"beam{beam}" + ("" if alpha == 1.0 or beam == 1 else f"-alpha{alpha:g}")
+
+
+def choose_decoding(model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab, splits: dict, device,
+                    decodings: list[tuple[int, float]]) -> dict:
+    """Every decoding (beam, alpha) on val and test 2016; the one with the best val BLEU is
+    each split's reported result (test 2016 never takes part in the choice), the others
+    stay beside it in by_decoding. splits: {"val": ..., "test2016": ...} as
+    tokenized_multi30k gives them."""
+    metrics = {}
+    for split in ("val", "test2016"):
+        t = splits[split]
+        metrics[split] = {(b, a): evaluate_translation(model, src_vocab, tgt_vocab, t["de"], t["en"], t["en_raw"],
+                                                       device, beam=b, alpha=a)
+                          for b, a in dict.fromkeys(decodings)}
+    chosen = max(metrics["val"], key=lambda d: metrics["val"][d]["bleu"])
+    return {split: {**runs[chosen], "chosen_on": "val bleu",
+                    "by_decoding": {decoding_key(*d): {k: r[k] for k in ("bleu", "sacrebleu", "decode_seconds")}
+                                    for d, r in runs.items()}}
+            for split, runs in metrics.items()}
+
+
+def _parse_decodings(text: str) -> list[tuple[int, float]]:
+    """"1,5,10:0.8" -> [(1, 1.0), (5, 1.0), (10, 0.8)] (beam, or beam:alpha)."""
+    out = []
+    try:
+        for part in text.split(","):
+            beam, _, alpha = part.strip().partition(":")
+            out.append((int(beam), float(alpha) if alpha else 1.0))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected beams like 1,5,10:0.8 (beam or beam:alpha), got {text!r}")
+    if not out or any(b < 1 or a < 0 for b, a in out):
+        raise argparse.ArgumentTypeError(f"beams must be >= 1 and alphas >= 0, got {text!r}")
+    return out
+
+
 def edit_distance(a: list, b: list) -> int:
     prev = list(range(len(b) + 1))
     for i, x in enumerate(a, 1):
@@ -224,7 +262,9 @@ def update_card_metrics(ck, result: dict, split: str | None) -> None:
 
     card = ck.card
     metrics = dict(card.metrics)
-    if split is not None:
+    if isinstance(split, tuple):              # choose_decoding's result: every split, each complete
+        metrics.update({name: result[name] for name in split})
+    elif split is not None:
         keep = {k: v for k, v in metrics.get(split, {}).items() if k in ("chosen_on",)}
         metrics[split] = {**{k: v for k, v in result.items() if k not in ("checkpoint", "split", "card")}, **keep}
     else:
@@ -266,6 +306,10 @@ def main(argv=None) -> int:
     p.add_argument("--n-per-length", type=positive_int, default=None, help="reversal: sequences per length")
     p.add_argument("--device", default="cpu", type=device_arg)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--choose-decoding", type=_parse_decodings, metavar="BEAMS",
+                   help="translation: evaluate these decodings (e.g. 1,5,10,10:0.8 as beam or beam:alpha) on val "
+                        "and test 2016 and report the one with the best val BLEU on both, as training's card does; "
+                        "with --update-card, write them into the card")
     p.add_argument("--update-card", action="store_true",
                    help="write the recomputed metrics (and the sample) into the card: for a checkpoint whose "
                         "card was measured before its weights were rounded to float16")
@@ -274,6 +318,21 @@ def main(argv=None) -> int:
         device = torch.device(args.device)
         ck = load_checkpoint(args.checkpoint, device)
         card_metrics = ck.card.metrics
+        if ck.task == "translate" and args.choose_decoding:
+            splits = tokenized_multi30k(args.data_dir, args.cache, splits=("val", "test2016"))
+            chosen = choose_decoding(ck.model, ck.src_vocab, ck.tgt_vocab, splits, device, args.choose_decoding)
+            result = {"checkpoint": str(ck.path), **chosen}
+            dec = chosen["val"]["decoding"]
+            summary = (f"{ck.name}: chosen on val BLEU: beam {dec['beam']}"
+                       + (f", alpha {dec['alpha']:g}" if dec.get("alpha") is not None else "")
+                       + "".join(f"; {split} BLEU {chosen[split]['bleu']}, sacreBLEU {chosen[split]['sacrebleu']}, "
+                                 f"PPL {chosen[split]['ppl']} (" + ", ".join(f"{k} {v['bleu']}" for k, v in
+                                                                             chosen[split]["by_decoding"].items()) + ")"
+                                 for split in ("val", "test2016")))
+            if args.update_card:
+                update_card_metrics(ck, chosen, ("val", "test2016"))
+            print(json.dumps(result, ensure_ascii=False) if args.json else summary)
+            return 0
         if ck.task == "translate":
             recorded = card_metrics.get(args.split, {})
             dec = recorded.get("decoding", {})

@@ -12,7 +12,7 @@ import torch
 
 from .checkpoint import device_provenance, git_commit
 from .config import ModelConfig, TrainConfig
-from .evaluate import evaluate_reversal, evaluate_translation, mean_over
+from .evaluate import choose_decoding, evaluate_reversal, mean_over
 from .presets import EVAL_SEED
 from .schedules import COIN_RULES, describe
 from .task_data import SAMPLE_INPUT, TaskData
@@ -59,17 +59,8 @@ def snapshot_base_card(model_cfg: ModelConfig, cfg: TrainConfig, data: TaskData,
 def translation_metrics(model, cfg: TrainConfig, data: TaskData, device) -> dict:
     """BLEU, sacreBLEU and PPL on val and test 2016, greedy and beam cfg.eval_beam; the
     decoding is chosen on validation BLEU, then reported on both splits."""
-    metrics = {}
-    for split in ("val", "test2016"):
-        t = data.val_text[split]
-        metrics[split] = {beam: evaluate_translation(model, data.src_vocab, data.tgt_vocab, t["de"], t["en"],
-                                                     t["en_raw"], device, beam=beam)
-                          for beam in sorted({1, cfg.eval_beam})}
-    chosen = max(metrics["val"], key=lambda b: metrics["val"][b]["bleu"])
-    return {split: {**runs[chosen], "chosen_on": "val bleu",
-                    "by_decoding": {f"beam{b}": {k: r[k] for k in ("bleu", "sacrebleu", "decode_seconds")}
-                                    for b, r in runs.items()}}
-            for split, runs in metrics.items()}
+    return choose_decoding(model, data.src_vocab, data.tgt_vocab, data.val_text, device,
+                           [(beam, 1.0) for beam in sorted({1, cfg.eval_beam})])
 
 
 def reversal_metrics(model, data: TaskData, history: list, device) -> dict:

@@ -108,3 +108,30 @@ def test_a_source_in_byte_pair_pieces_trains_evaluates_and_translates(trained_on
     assert join_pieces(res["source_tokens"]) == ["ein", "hundkatze", "läuft", "im", "park", "."]
     assert res["source_tokens"][:2] == ["ein", "h@@"] and res["source_tokens"][-3:] == ["im", "park", "."]
     assert len(res["alignment"][0]) == len(res["source_tokens"])
+
+
+def test_evaluate_chooses_the_decoding_on_val_and_writes_the_card_like_training(trained, tmp_path, capsys):
+    import shutil
+
+    from seq2seq import evaluate
+
+    d, out = trained
+    ck = tmp_path / "ck"
+    shutil.copytree(out, ck)
+    argv = [str(ck), "--data-dir", str(d), "--choose-decoding", "1,2:0.5,3", "--json"]
+    assert evaluate.main(argv + ["--update-card"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    card = json.loads((ck / "card.json").read_text())["metrics"]
+    for split in ("val", "test2016"):
+        m = card[split]
+        assert set(m["by_decoding"]) == {"beam1", "beam2-alpha0.5", "beam3"} and m["chosen_on"] == "val bleu"
+        assert m["bleu"] == printed[split]["bleu"]
+    val = card["val"]["by_decoding"]
+    best = max(val, key=lambda k: val[k]["bleu"])
+    assert val[best]["bleu"] == card["val"]["bleu"]                       # chosen on val ...
+    assert card["test2016"]["decoding"] == card["val"]["decoding"]        # ... and reported on test with it
+    # the plain command with that decoding gives the card's test numbers back
+    dec = card["test2016"]["decoding"]
+    assert evaluate.main([str(ck), "--data-dir", str(d), "--split", "test2016", "--json", "--beam", str(dec["beam"]),
+                          "--alpha", str(dec["alpha"] or 1.0)]) == 0
+    assert json.loads(capsys.readouterr().out)["bleu"] == card["test2016"]["bleu"]
