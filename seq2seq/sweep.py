@@ -33,6 +33,7 @@ checkpoints/sweeps/<sweep>/<run-name>/."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -282,6 +283,23 @@ def position_accuracy(outputs: list[list[int]], targets: list[list[int]]) -> dic
     return {str(p + 1): round(hits[p] / total[p], 4) for p in sorted(total)}
 
 
+def same_config(recorded: dict, current: dict, cls) -> bool:
+    """Whether a config dict written earlier (a results file, a run's state marker) describes
+    the same configuration as `current`: a field added to `cls` since then counts as its
+    default in the old dict, so a new option at its default (e.g. --src-bpe 0) does not
+    throw away finished runs or saved states."""
+    defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+    missing = object()
+    return all(recorded.get(k, defaults.get(k, missing)) == current.get(k, defaults.get(k, missing))
+               for k in set(recorded) | set(current))
+
+
+def _same_run(recorded: dict, key: dict) -> bool:
+    return (isinstance(recorded, dict) and set(recorded) == set(key)
+            and same_config(recorded["model"], key["model"], ModelConfig)
+            and same_config(recorded["train"], key["train"], TrainConfig))
+
+
 def _resumable_state(spec: RunSpec) -> int | None:
     """Prepares spec.state_dir: the number of epochs its saved state holds when that state is
     this run's (same model and training configuration), else None after clearing the folder
@@ -294,7 +312,7 @@ def _resumable_state(spec: RunSpec) -> int | None:
     folder, key = Path(spec.state_dir), {"model": spec.model, "train": spec.train}
     marker = folder / "run.json"
     try:
-        if (folder / STATE_JSON).is_file() and json.loads(marker.read_text(encoding="utf-8")) == key:
+        if (folder / STATE_JSON).is_file() and _same_run(json.loads(marker.read_text(encoding="utf-8")), key):
             return int(read_state_info(folder)["epoch"])
     except (OSError, ValueError, KeyError, Seq2SeqError):
         pass
@@ -605,7 +623,9 @@ def run_sweep(sweep: str, opts: dict, out_path: Path, device: str = "auto", jobs
     done: dict[str, dict] = {}
     if resume and out_path.is_file():
         old = load_results(out_path)
-        same = all(old.get(k) == results[k] for k in ("options", "settings", "model", "train", "eval"))
+        same = (all(old.get(k) == results[k] for k in ("options", "settings", "eval"))
+                and same_config(old.get("model") or {}, results["model"], ModelConfig)
+                and same_config(old.get("train") or {}, results["train"], TrainConfig))
         if same:
             done = {r["name"]: r for r in old["runs"] if "error" not in r}
             log(f"resuming: {len(done)} finished runs kept from {out_path}")

@@ -161,7 +161,11 @@ def test_tiny_sweep_end_to_end(tmp_path, capsys):
             assert (out.parent / run["checkpoint"] / "model.safetensors").stat().st_size < 100_000
         else:
             assert run["checkpoint"] is None
-    # --resume with the same configuration trains nothing
+    # --resume with the same configuration trains nothing, also when the file predates a
+    # training option that is at its default (written before --src-bpe existed)
+    older = load_results(out)
+    assert older["train"].pop("src_bpe") == 0
+    out.write_text(json.dumps(older))
     assert main(args + ["--resume"]) == 0
     assert "0 to train" in capsys.readouterr().err
     assert [r["final"] for r in load_results(out)["runs"]] == [r["final"] for r in res["runs"]]
@@ -294,6 +298,10 @@ def test_an_interrupted_run_resumes_from_its_last_epoch_and_ends_as_an_uninterru
     assert failed["error"] == "RuntimeError: killed"
     assert (Path(spec.state_dir) / "state.json").is_file()          # epochs 1 and 2 kept
     monkeypatch.setattr(trainer, "train_epoch", real_epoch)
+    marker = Path(spec.state_dir) / "run.json"                     # a marker written before --src-bpe existed
+    older = json.loads(marker.read_text())
+    assert older["train"].pop("src_bpe") == 0
+    marker.write_text(json.dumps(older))
     resumed = run_one(spec)
     assert "error" not in resumed and resumed["provenance"]["resumed_after_epoch"] == 2
     assert not Path(spec.state_dir).exists()                        # removed once finished
