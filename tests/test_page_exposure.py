@@ -55,9 +55,10 @@ def gold_prob_charts(at) -> list[tuple[dict, object]]:
 
 
 def direct(ckpt, source: str, reference: str):
-    """replay() computed directly with the model: the corpus file's tokens, encoded."""
+    """replay() computed directly with the model: the corpus file's words, in the model's
+    source tokens (pieces for a model that reads them), encoded."""
     tr = Translator.load(ckpt)
-    src = tr.ckpt.src_vocab.encode(source.split(" "))
+    src = tr.ckpt.src_vocab.encode(tr.ckpt.src_vocab.segment(source.split(" ")))
     gold = tr.ckpt.tgt_vocab.encode(reference.split(" "))
     return replay(tr.model, src, gold, tr.ckpt.tgt_vocab.itos)
 
