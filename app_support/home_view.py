@@ -6,6 +6,8 @@ from types import MappingProxyType
 import pandas as pd
 import streamlit as st
 
+from seq2seq.subword import source_units
+
 from .cards import number, shipped_bytes, trained_on
 from .common import model_entries, sidebar_settings
 from .constants import ARCH_LABELS, PAGES, TASK_LABELS
@@ -16,14 +18,6 @@ MODEL_COLUMNS = ("model", "task", "architecture", "source read as", "params", "s
                  "training time (min)")
 TASK_METRIC_COLUMNS = MappingProxyType({"translate": ("source read as", "BLEU (tutorial form)", "sacreBLEU", "test PPL"),
                                         "reverse": ("exact match 1–20 (%)", "exact match 21–30 (%)")})
-
-
-def source_units(card: dict) -> str:
-    """What a model's input tokens are: characters, whole words, or byte-pair pieces."""
-    if (card.get("tokenizers") or {}).get("src") == "chars":
-        return "characters"
-    merges = (card.get("train_config") or {}).get("src_bpe") or 0
-    return f"byte-pair pieces ({merges} merges)" if merges else "words"
 
 
 def models_frame(entries: list[dict]) -> pd.DataFrame:
@@ -42,7 +36,7 @@ def models_frame(entries: list[dict]) -> pd.DataFrame:
             "model": card.get("name", entry["name"]),
             "task": TASK_LABELS.get(card["task"], card["task"]),
             "architecture": ARCH_LABELS.get(card["arch"], card["arch"]),
-            "source read as": source_units(card),
+            "source read as": source_units((card.get("tokenizers") or {}).get("src"), card.get("train_config")),
             "params": int(card["params"]),
             "size on disk (MiB)": shipped_bytes(card) / 2**20,
             "BLEU (tutorial form)": number(test.get("bleu")),

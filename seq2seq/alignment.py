@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .subword import CONTINUES, join_pieces
+from .subword import continues_word, join_pieces, word_index
 
 
 def mirrored_positions(n_out: int, n_src: int) -> np.ndarray:
@@ -37,12 +37,8 @@ def word_columns(source_tokens: list[str], matrix, unknown: list[bool] | None = 
     True where any of its pieces was unknown). Whole-word sources come back unchanged."""
     A = np.asarray(matrix, dtype=float).reshape(-1, len(source_tokens)) if len(source_tokens) else \
         np.zeros((len(matrix), 0))
-    word_of, w = [], 0
-    for tok in source_tokens:
-        word_of.append(w)
-        if not (tok.endswith(CONTINUES) and len(tok) > len(CONTINUES)):
-            w += 1
-    n_words = w + (1 if source_tokens and word_of[-1] == w else 0)
+    word_of = word_index(source_tokens)
+    n_words = word_of[-1] + 1 if word_of else 0
     summed = np.zeros((A.shape[0], n_words))
     np.add.at(summed.T, word_of, A.T)
     flags = None
@@ -55,7 +51,7 @@ def word_columns(source_tokens: list[str], matrix, unknown: list[bool] | None = 
 
 def reads_pieces(source_tokens: list[str]) -> bool:
     """True when some source token is the inner piece of a word (a byte-pair model's input)."""
-    return any(t.endswith(CONTINUES) and len(t) > len(CONTINUES) for t in source_tokens)
+    return any(map(continues_word, source_tokens))
 
 
 def first_divergence(a: list, b: list) -> int | None:

@@ -147,7 +147,7 @@ def bench_decoding(ck_path: Path, data, quick: bool, repeats: int) -> dict:
     model = ck.model
     test = data["test2016"]
     sentences = test["de"][:100] if quick else test["de"]
-    sources = [ck.src_vocab.encode(ck.src_vocab.segment(s)[: model.cfg.max_src_len]) for s in sentences]
+    sources = [ck.src_vocab.encode_words(s, model.cfg.max_src_len) for s in sentences]
     max_len = model.cfg.max_out_len
     cpu = torch.device("cpu")
     workers = decode_workers(cpu, len(sources))

@@ -116,7 +116,7 @@ def bleu_scores(hyp_tokens: list[list[str]], ref_tokens: list[list[str]], ref_ra
 def evaluate_translation(model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab, src_tok: list[list[str]],
                          tgt_tok: list[list[str]], ref_raw: list[str], device, beam: int = 1,
                          alpha: float = 1.0, batch_size: int = 128) -> dict:
-    sources = [src_vocab.encode(src_vocab.segment(s)[: model.cfg.max_src_len]) for s in src_tok]
+    sources = [src_vocab.encode_words(s, model.cfg.max_src_len) for s in src_tok]
     ds = PairDataset(sources, [tgt_vocab.encode(t) for t in tgt_tok])
     loss = teacher_forced_loss(model, ds, device)
     t0 = time.perf_counter()
@@ -253,26 +253,15 @@ def mean_over(by_length: dict, lo: int, hi: int) -> float:
     return round(sum(vals) / len(vals), 4) if vals else float("nan")
 
 
-def update_card_metrics(ck, result: dict, split: str | None) -> None:
-    """Replace the card's metrics for `split` (translation) or its reversal metrics with
-    `result`, and its sample with what these weights write; the weights are untouched."""
+def update_card_metrics(ck, updates: dict) -> None:
+    """Replace the card's metric entries named in `updates` (e.g. {"test2016": ...}), and
+    its sample with what these weights write; the weights are untouched."""
     from dataclasses import replace
 
     from .translate import Translator
 
     card = ck.card
-    metrics = dict(card.metrics)
-    if isinstance(split, tuple):              # choose_decoding's result: every split, each complete
-        metrics.update({name: result[name] for name in split})
-    elif split is not None:
-        keep = {k: v for k, v in metrics.get(split, {}).items() if k in ("chosen_on",)}
-        metrics[split] = {**{k: v for k, v in result.items() if k not in ("checkpoint", "split", "card")}, **keep}
-    else:
-        rev = {k: v for k, v in result.items() if k != "checkpoint"}
-        em = rev["exact_match_by_length"]
-        metrics.update({"reversal": rev, **{f"exact_match_{lo}_{hi}": mean_over(em, lo, hi)
-                                            for lo, hi in ((1, 10), (1, 20), (21, 30), (1, 40), (41, 60))
-                                            if str(hi) in em or hi in em}})
+    metrics = {**card.metrics, **updates}
     sample = card.sample
     if sample:
         out = Translator(ck).translate(sample["input"], beam=sample.get("beam", 1))
@@ -329,11 +318,8 @@ def main(argv=None) -> int:
                                  f"PPL {chosen[split]['ppl']} (" + ", ".join(f"{k} {v['bleu']}" for k, v in
                                                                              chosen[split]["by_decoding"].items()) + ")"
                                  for split in ("val", "test2016")))
-            if args.update_card:
-                update_card_metrics(ck, chosen, ("val", "test2016"))
-            print(json.dumps(result, ensure_ascii=False) if args.json else summary)
-            return 0
-        if ck.task == "translate":
+            updates = chosen
+        elif ck.task == "translate":
             recorded = card_metrics.get(args.split, {})
             dec = recorded.get("decoding", {})
             beam = args.beam or dec.get("beam") or 1
@@ -345,6 +331,9 @@ def main(argv=None) -> int:
                       "card": {k: recorded.get(k) for k in ("bleu", "sacrebleu", "ppl")}}
             summary = (f"{ck.name} {args.split}: BLEU {result['bleu']} (tutorial form), sacreBLEU "
                        f"{result['sacrebleu']}, PPL {result['ppl']}, beam {beam}; card: {result['card']}")
+            keep = {k: v for k, v in recorded.items() if k in ("chosen_on",)}
+            updates = {args.split: {**{k: v for k, v in result.items() if k not in ("checkpoint", "split", "card")},
+                                    **keep}}
         else:
             recorded = card_metrics.get("reversal", {})
             n = args.n_per_length or recorded.get("n_per_length", 200)
@@ -355,8 +344,12 @@ def main(argv=None) -> int:
             em = result["exact_match_by_length"]
             summary = (f"{ck.name}: exact match {mean_over(em, 1, 10):.4f} on lengths 1-10, "
                        f"{mean_over(em, 1, 20):.4f} on 1-20, {mean_over(em, 21, 30):.4f} on 21-30")
+            rev = {k: v for k, v in result.items() if k != "checkpoint"}
+            updates = {"reversal": rev, **{f"exact_match_{lo}_{hi}": mean_over(em, lo, hi)
+                                           for lo, hi in ((1, 10), (1, 20), (21, 30), (1, 40), (41, 60))
+                                           if str(hi) in em or hi in em}}
         if args.update_card:
-            update_card_metrics(ck, result, args.split if ck.task == "translate" else None)
+            update_card_metrics(ck, updates)
     except Seq2SeqError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

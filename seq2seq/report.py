@@ -18,6 +18,7 @@ from pathlib import Path
 from .card import Card
 from .checkpoint import list_checkpoints, read_card
 from .errors import CheckpointError, Seq2SeqError
+from .subword import source_units
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
@@ -75,8 +76,7 @@ def translation_table(items) -> str:
         dec = m.get("decoding", {})
         dec_s = "greedy" if dec.get("beam", 1) == 1 else f"beam {dec['beam']}" + (
             f", α {dec['alpha']:g}" if dec.get("alpha", 1.0) != 1.0 else "")
-        merges = (c.train_config or {}).get("src_bpe") or 0
-        source = f"byte-pair pieces ({merges} merges)" if merges else "words"
+        source = source_units(c.tokenizers.get("src"), c.train_config)
         lines.append(f"| `{c.name}` | {_fmt_params(c.params)} | {_fmt_size(it['bytes'])} | {source} | {m.get('bleu', '-')} | "
                      f"{m.get('sacrebleu', '-')} | {m.get('ppl', '-')} | {dec_s} | {_device(c)} | {_training(c)} | "
                      f"{c.stopped or '-'} |")

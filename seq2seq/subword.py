@@ -106,15 +106,37 @@ class BytePairEncoder:
         return [p for w in words for p in self.word_pieces(w)]
 
 
-def join_pieces(pieces: list[str]) -> list[str]:
-    """Pieces back into words: ["kletter@@", "wand", "."] -> ["kletterwand", "."]."""
-    words, current = [], ""
+def continues_word(piece: str) -> bool:
+    """True for a piece whose word goes on in the next piece ("kletter@@")."""
+    return piece.endswith(CONTINUES) and len(piece) > len(CONTINUES)
+
+
+def word_index(pieces: list[str]) -> list[int]:
+    """The word each piece belongs to: ["ein", "kletter@@", "wand"] -> [0, 1, 1]."""
+    out, w = [], 0
     for p in pieces:
-        if p.endswith(CONTINUES) and len(p) > len(CONTINUES):
-            current += p[: -len(CONTINUES)]
+        out.append(w)
+        w += not continues_word(p)
+    return out
+
+
+def join_pieces(pieces: list[str]) -> list[str]:
+    """Pieces back into words: ["kletter@@", "wand", "."] -> ["kletterwand", "."] (a word
+    cut off after an inner piece keeps what it has)."""
+    words: list[str] = []
+    for p, w in zip(pieces, word_index(pieces)):
+        text = p[: -len(CONTINUES)] if continues_word(p) else p
+        if w < len(words):
+            words[w] += text
         else:
-            words.append(current + p)
-            current = ""
-    if current:
-        words.append(current)
+            words.append(text)
     return words
+
+
+def source_units(src_tokenizer: str | None, train_config: dict | None) -> str:
+    """What a model's input tokens are, from its card: characters, whole words, or
+    byte-pair pieces (with the number of merges)."""
+    if src_tokenizer == "chars":
+        return "characters"
+    merges = (train_config or {}).get("src_bpe") or 0
+    return f"byte-pair pieces ({merges} merges)" if merges else "words"

@@ -372,7 +372,7 @@ def run_one(spec: RunSpec) -> dict:
                      "bleu_val": m["val"]["bleu"], "ppl": m["test2016"]["ppl"]}
             outs = decode_corpus(model, data.val.src, device, beam=1)
             test = data.val_text["test2016"]
-            test_src = [data.src_vocab.encode(data.src_vocab.segment(x)[: model.cfg.max_src_len]) for x in test["de"]]
+            test_src = [data.src_vocab.encode_words(x, model.cfg.max_src_len) for x in test["de"]]
             test_hyps = [data.tgt_vocab.decode(o) for o in decode_corpus(model, test_src, device, beam=1)]
             extra = {"accuracy_by_position": position_accuracy(outs, data.val.tgt),
                      "accuracy_by_position_teacher_forced":

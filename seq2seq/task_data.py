@@ -62,7 +62,7 @@ def load_task_data(cfg: TrainConfig, data_dir: str | None, cache: str | None) ->
     tgt_vocab = Vocab.build(data["train"]["en"], cfg.min_freq)
 
     def encode(split):
-        return PairDataset([src_vocab.encode(src_vocab.segment(s)) for s in data[split]["de"]],
+        return PairDataset([src_vocab.encode_words(s) for s in data[split]["de"]],
                            [tgt_vocab.encode(t) for t in data[split]["en"]])
 
     source = (f"source in byte-pair pieces ({cfg.src_bpe} merges learned on train, every piece kept), "

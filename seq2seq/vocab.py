@@ -48,6 +48,10 @@ class Vocab:
         `encode`, so a checkpoint's pieces are the ones it was trained on."""
         return self.bpe.segment(words) if self.bpe else list(words)
 
+    def encode_words(self, words: list[str], max_len: int | None = None) -> list[int]:
+        """Words -> ids of their tokens (`segment`), the first max_len of them."""
+        return self.encode(self.segment(words)[:max_len])
+
     def __len__(self) -> int:
         return len(self.itos)
 

@@ -7,7 +7,8 @@ import pytest
 
 from app_support.cards import trained_on
 from app_support.constants import PAGES
-from app_support.home_view import MODEL_COLUMNS, models_frame, source_units, task_table
+from app_support.home_view import MODEL_COLUMNS, models_frame, task_table
+from seq2seq.subword import source_units
 
 from apptest_util import APP, build_lab_checkpoints, elements
 
@@ -40,8 +41,7 @@ def test_models_frame_has_one_row_per_readable_card_with_its_numbers():
     assert tr["task"] == "German → English" and tr["architecture"] == "GRU + Bahdanau attention"
     assert tr["params"] == 20_518_917 and tr["size on disk (MiB)"] == pytest.approx(3.5)
     assert tr["source read as"] == "byte-pair pieces (8000 merges)"
-    assert source_units({"tokenizers": {"src": "spacy:de"}, "train_config": {"src_bpe": 0}}) == "words"
-    assert source_units({"tokenizers": {"src": "chars"}}) == "characters"
+    assert source_units("spacy:de", {"src_bpe": 0}) == "words" and source_units("chars", None) == "characters"
     assert (tr["BLEU (tutorial form)"], tr["sacreBLEU"], tr["test PPL"]) == (31.2, 29.7, 19.8)
     assert tr["trained on"] == "GPU: NVIDIA H100 80GB HBM3" and tr["training time (min)"] == pytest.approx(15.0)
     assert math.isnan(tr["exact match 1–20 (%)"]) and math.isnan(tr["exact match 21–30 (%)"])
