@@ -66,13 +66,14 @@ def model_label(entry: dict) -> str:
 # ------------------------------------------------------------------ decoding (cached)
 @st.cache_data(max_entries=128, show_spinner=False)
 def _cached_translation(_translator, path: str, card_mtime: float, text: str, beam: int, topk: int,
-                        return_tree: bool, prefix: str):
+                        return_tree: bool, prefix: str, alpha: float = 1.0, no_unk: bool = False):
     # `_translator` is not hashed (leading underscore): path + card mtime identify the model
-    return _translator.translate(text, beam=beam, topk=topk, return_tree=return_tree, prefix=prefix or None)
+    return _translator.translate(text, beam=beam, topk=topk, return_tree=return_tree, prefix=prefix or None,
+                                 alpha=alpha, no_unk=no_unk)
 
 
 def translate_cached(path: str, text: str, beam: int = 1, topk: int = 5, return_tree: bool = False,
-                     prefix: str = ""):
+                     prefix: str = "", alpha: float = 1.0, no_unk: bool = False):
     """translator.translate, remembered per (checkpoint, input, settings): a rerun for a display
     setting (fonts, a page switch) must not decode every model again, and saliency (lstm/gru) costs
     one backward pass per output token. Errors are not cached, so they are raised each time."""
@@ -80,7 +81,7 @@ def translate_cached(path: str, text: str, beam: int = 1, topk: int = 5, return_
     card = Path(path) / "card.json"
     mtime = card.stat().st_mtime if card.exists() else 0.0   # a retrained checkpoint is decoded afresh
     return _cached_translation(translator, str(path), mtime, text, int(beam), int(topk), bool(return_tree),
-                               prefix or "")
+                               prefix or "", float(alpha), bool(no_unk))
 
 
 # ------------------------------------------------------------------ training snapshots (cached)
@@ -270,14 +271,16 @@ def translator_for_page(entry: dict, text: str):
     return guarded(get_translator, entry["path"])
 
 
-def decode_for_page(entry: dict, text: str, beam: int, topk: int, prefix: str = "", return_tree: bool = False):
+def decode_for_page(entry: dict, text: str, beam: int, topk: int, prefix: str = "", return_tree: bool = False,
+                    alpha: float = 1.0, no_unk: bool = False):
     """From a page's controls to a result: says what is in the way (an unusable model,
     nothing typed, bad input) and returns None, else (translator, result) with the input's
     notices (truncation, unknown tokens) already shown."""
     translator = translator_for_page(entry, text)
     if translator is None:
         return None
-    result = guarded(translate_cached, entry["path"], text, beam, topk, return_tree=return_tree, prefix=prefix)
+    result = guarded(translate_cached, entry["path"], text, beam, topk, return_tree=return_tree, prefix=prefix,
+                     alpha=alpha, no_unk=no_unk)
     if result is None:
         return None
     show_source_notes(result.source)

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from seq2seq import figures
+from seq2seq.decoding import Decoding
 from seq2seq.report import TUTORIAL_REFERENCE
 
 from .cards import number, trained_on
@@ -31,10 +32,9 @@ def metrics_frame(entries: list[dict], task: str) -> pd.DataFrame:
                "architecture": ARCH_LABELS.get(card["arch"], card["arch"]), "params (M)": card["params"] / 1e6}
         if task == "translate":
             test = metrics.get("test2016", {})
-            beam = test.get("decoding", {}).get("beam", 1)
             row.update({"test PPL": number(test.get("ppl")), "BLEU (tutorial form)": number(test.get("bleu")),
                         "sacreBLEU": number(test.get("sacrebleu")),
-                        "decoding": "greedy" if beam == 1 else f"beam {beam}"})
+                        "decoding": Decoding.from_card(test.get("decoding")).label})
         else:
             row.update({f"exact match {span} (%)": 100 * number(metrics.get(f"exact_match_{key}"))
                         for span, key in (("1–10", "1_10"), ("1–20", "1_20"), ("21–30", "21_30"))})

@@ -7,6 +7,8 @@ import streamlit as st
 
 from seq2seq import figures
 from seq2seq.alignment import diagonality, reads_pieces, row_entropy, word_columns
+from seq2seq.decoding import Decoding
+from seq2seq.translate import MAX_ALPHA
 
 from .common import (decode_for_page, init_state, model_entries, model_label, save_state, set_url, sidebar_settings,
                      text_with_examples)
@@ -35,6 +37,9 @@ def controls(task: str, entries: list[dict]):
     init_state(f"{k}.text", EXAMPLES[task][0], query="text")
     init_state(f"{k}.model", default_model(names, (task,)), query="model", valid=lambda v: v in names)
     init_state(f"{k}.beam", 1, query="beam", cast=int, valid=lambda v: isinstance(v, int) and 1 <= v <= 10)
+    init_state(f"{k}.alpha", 1.0, query="alpha", cast=float, valid=lambda v: isinstance(v, float) and 0 <= v <= MAX_ALPHA)
+    init_state(f"{k}.no_unk", False, query="no_unk", cast=lambda v: v in ("1", "true", True),
+               valid=lambda v: isinstance(v, bool))
     init_state(f"{k}.prefix", "", query="prefix")
     left, right = st.columns([3, 2], gap="large")
     with left:
@@ -44,11 +49,21 @@ def controls(task: str, entries: list[dict]):
         model = st.selectbox("Model", names, format_func=lambda n: model_label(by_name[n]), key=f"{k}.model",
                              on_change=save_state, args=(f"{k}.model",))
         beam = st.slider("Beam width (1 = greedy)", 1, 10, key=f"{k}.beam", on_change=save_state, args=(f"{k}.beam",))
+        c1, c2 = st.columns(2)
+        alpha = c1.number_input("Length exponent α", 0.0, MAX_ALPHA, step=0.1, format="%.1f", key=f"{k}.alpha",
+                                on_change=save_state, args=(f"{k}.alpha",), disabled=beam == 1,
+                                help="Beam search ranks log P(output) / length^α: 0 favours short outputs, "
+                                     "1 is the per-word average. Greedy decoding has no use for it.")
+        no_unk = c2.toggle("Never write <unk>", key=f"{k}.no_unk", on_change=save_state, args=(f"{k}.no_unk",),
+                           help="Forbid the unknown-word token: the model's best real word is written instead. "
+                                "The test-set BLEU of a model whose card says \"no <unk>\" is measured this way.")
         prefix = st.text_input("Force the output to start with (optional)", key=f"{k}.prefix",
                                on_change=save_state, args=(f"{k}.prefix",),
                                help="Type the first output words; the model continues from there.")
-    set_url(text=text, model=model, beam=beam if beam != 1 else None, prefix=prefix)
-    return text, by_name[model], beam, prefix
+    alpha = float(alpha) if beam != 1 else 1.0
+    set_url(text=text, model=model, beam=beam if beam != 1 else None, alpha=f"{alpha:g}" if alpha != 1.0 else None,
+            no_unk=1 if no_unk else None, prefix=prefix)
+    return text, by_name[model], beam, prefix, {"alpha": alpha, "no_unk": bool(no_unk)}
 
 
 def render_inspector(task: str) -> None:
@@ -57,8 +72,8 @@ def render_inspector(task: str) -> None:
     if not entries:
         st.error("No checkpoints for this task were found in checkpoints/.")
         return
-    text, entry, beam, prefix = controls(task, entries)
-    decoded = decode_for_page(entry, text, beam, settings["topk"], prefix=prefix)
+    text, entry, beam, prefix, options = controls(task, entries)
+    decoded = decode_for_page(entry, text, beam, settings["topk"], prefix=prefix, **options)
     if decoded is None:
         return
     translator, result = decoded
@@ -69,7 +84,7 @@ def render_inspector(task: str) -> None:
     cols = st.columns(4)
     cols[0].metric("output tokens", len(result.output_tokens))
     cols[1].metric("log-probability", f"{result.log_prob:.2f}")
-    cols[2].metric("decoding", "greedy" if beam == 1 else f"beam {beam}")
+    cols[2].metric("decoding", Decoding(beam, options["alpha"], options["no_unk"]).label)
     cols[3].metric("alignment", result.alignment_kind)
     if not result.finished:
         st.warning(f"The model did not end its output within {translator.cfg.max_out_len} tokens; it was cut there.")

@@ -26,12 +26,19 @@ TABLE_COLUMNS = ["sentence", "bleu", "entropy", "monotonicity", "dropped", "drop
                  "repeated words", "length_ratio", "source", "output", "reference", "open"]
 
 
-def translate_url(source: str, model: str, beam: int | None) -> str:
+def translate_url(source: str, model: str, decoding: dict | None) -> str:
     """A link (relative to the app's base URL) that opens the Translate page on a sentence,
-    with the model and the beam width the statistics were made with."""
+    with the model and the decoding the statistics were made with (beam width, length
+    exponent, <unk> forbidden or not), so the page shows the same output."""
     params = {"text": source, "model": model}
-    if beam and int(beam) != 1:
-        params["beam"] = int(beam)
+    decoding = decoding or {}
+    beam = int(decoding.get("beam") or 1)
+    if beam != 1:
+        params["beam"] = beam
+        if decoding.get("alpha") not in (None, 1.0):
+            params["alpha"] = f"{float(decoding['alpha']):g}"
+    if decoding.get("no_unk"):
+        params["no_unk"] = 1
     return f"{TRANSLATE_PAGE}?{urlencode(params, quote_via=quote)}"
 
 
@@ -136,8 +143,7 @@ def _table(ready: list[dict]) -> None:
     with right:
         order = _select("Order", orders, "test_set.order")
     df = sorted_rows(m["frame"], order).copy()
-    beam = m["data"]["decoding"].get("beam")
-    df["open"] = [translate_url(s, name, beam) for s in df["source"]]
+    df["open"] = [translate_url(s, name, m["data"]["decoding"]) for s in df["source"]]
     if not m["data"]["attention"]:
         df = df.drop(columns=[c for c in ("entropy", "monotonicity", "dropped", "dropped words", "repeated",
                                           "repeated words") if c in df])

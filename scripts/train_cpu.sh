@@ -29,7 +29,7 @@ finish() { local name=$1; rm -rf "checkpoints/$name.new" && cp -r "runs/out/$nam
 # with a learning-rate decay (halved after every epoch without improvement, patience 4);
 # extra arguments (a later --hidden wins over $tr's) go to both stages
 # (stage 2's patience: $P2, default 4); then the decoding is chosen on validation BLEU among
-# $DECODINGS (beam or beam:alpha) and written into the card, and the corpus file is made
+# $DECODINGS (beam, beam:alpha, :no-unk forbidding <unk>) and written into the card, and the corpus file is made
 translate_attention() { local arch=$1; shift
   train "translate-$arch" $tr --arch "$arch" "$@" --epochs 60 --patience 3 --snapshots
   train "translate-$arch" $tr --arch "$arch" "$@" --epochs 60 --patience "${P2:-4}" --lr-decay 0.5 --snapshots --resume
@@ -46,11 +46,14 @@ reverse_model() { local arch=$1; shift
   train "reverse-$arch" $rev --arch "$arch" --epochs 12 --patience 3 --lr-decay 0.7 "$@"
   finish "reverse-$arch"; }
 
+# the decodings the attention models choose among on val BLEU
+BPE_DECODINGS=1,5,10,10:0.8,15,1:no-unk,5:no-unk,10:no-unk,10:0.8:no-unk,15:no-unk
+
 case "${1:-all}" in
   # hidden 320 (4.1M parameters: the largest whose six int4 snapshots fit 15 MiB), German in byte-pair
   # pieces (8000 merges), bf16 matmuls where the CPU has them, weights averaged (EMA 0.999); stage 2
   # with patience 8; 29 epochs, 74 min on one EPYC thread shared with 1-3 other runs; decoding chosen on val
-  translate-bahdanau) P2=8 DECODINGS=1,5,10,10:0.8,15 translate_attention bahdanau --hidden 320 --cpu-bf16 \
+  translate-bahdanau) P2=8 DECODINGS=$BPE_DECODINGS translate_attention bahdanau --hidden 320 --cpu-bf16 \
       --ema 0.999 --src-bpe 8000 ;;
   translate-luong) translate_attention luong ;;
   translate-gru) translate_plain gru ;;
@@ -65,7 +68,7 @@ case "${1:-all}" in
   sweep-translate) $PY -m seq2seq.sweep translate --data-dir "$DATA" --cache "$CACHE" --device cpu --cpu-bf16 \
       --jobs "${JOBS:-1}" --threads "${THREADS:-2}" ${RESUME:+--resume} >> runs/logs/sweep-translate.log 2>&1 ;;
   all)
-    (P2=8 DECODINGS=1,5,10,10:0.8,15 translate_attention bahdanau --hidden 320 --cpu-bf16 --ema 0.999 \
+    (P2=8 DECODINGS=$BPE_DECODINGS translate_attention bahdanau --hidden 320 --cpu-bf16 --ema 0.999 \
       --src-bpe 8000; translate_plain gru) &
     (translate_attention luong; translate_plain lstm --layers 2) &
     wait

@@ -41,6 +41,7 @@ from .models import Seq2Seq, build_model
 from .models.kernels import onednn_linear_available
 from .models.output import cpu_has_native_bf16
 from .presets import DATA_DIR
+from .streams import TrainingStreams, default_streams
 from .vocab import EOS_ID, PAD_ID, SOS_ID
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -323,12 +324,14 @@ def tutorial_train_step(model: Seq2Seq, batch, optimizer, ratio: float = 0.5) ->
     return int((tgt[:, 1:] != PAD_ID).sum())
 
 
-def our_train_step(model: Seq2Seq, batch, optimizer, ratio: float = 1.0, precision: str = "float32") -> int:
-    """What seq2seq.train runs: the fast path (Seq2Seq.loss), coins per token and sequence;
-    precision "bf16" is its --cpu-bf16 mode."""
-    loss, n_tokens = model.loss(batch.src, batch.src_lens, batch.tgt, teacher_forcing=ratio, precision=precision)
+def our_train_step(model: Seq2Seq, batch, optimizer, ratio: float = 1.0, precision: str = "float32",
+                   streams: TrainingStreams | None = None) -> int:
+    """What seq2seq.train runs: the fast path (Seq2Seq.loss), coins per token and sequence,
+    each batch split across `streams` (streams.py; None: one); precision "bf16" is its
+    --cpu-bf16 mode."""
+    streams = streams or TrainingStreams(model, 1)
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    _, n_tokens = streams.loss_and_backward(model.loss, batch, ratio, "token", precision=precision)
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
     return n_tokens
@@ -375,14 +378,18 @@ def bench_arch_training(cfg: ModelConfig, batches: list, device, repeats: int, w
     of the per-round ratios."""
     warm, timed_batches = batches[:warmup], batches[warmup:]
     tokens = sum(b.n_target_tokens for b in timed_batches)
-    out = {}
+    n_streams = default_streams(device, batches[0].src.size(0))      # as seq2seq.train picks them
+    pools: list[TrainingStreams] = []
+    out = {"streams": n_streams}
     for label, ratio in (("tf", 1.0), ("ss", 0.5)):
         ways = {}
         for way in ("baseline",) + training_precisions(device):
             model, opt = _train_model(cfg, device)
             random.seed(0)
+            streams = TrainingStreams(model, n_streams)
+            pools.append(streams)
             step = (lambda b, m=model, o=opt: tutorial_train_step(m, b, o, ratio)) if way == "baseline" else \
-                (lambda b, m=model, o=opt, p=way: our_train_step(m, b, o, ratio, p))
+                (lambda b, m=model, o=opt, p=way, s=streams: our_train_step(m, b, o, ratio, p, s))
             for b in warm:
                 step(b)
             ways[way] = step
@@ -399,6 +406,8 @@ def bench_arch_training(cfg: ModelConfig, batches: list, device, repeats: int, w
                                "speedup": statistics.median(ratios),
                                "speedup_spread": [round(min(ratios), 2), round(max(ratios), 2)],
                                "seconds": statistics.median(times[way])}
+    for pool in pools:
+        pool.close()
     return out
 
 
@@ -406,7 +415,8 @@ def epoch_seconds(cfg: ModelConfig, ds: PairDataset, device, precision: str = "f
     """One full epoch of Multi30k with the training command's path (ratio 1.0)."""
     model, opt = _train_model(cfg, device)
     batches = [b.to(device) for b in ds.batches(128, shuffle=True, seed=2)]
-    return _time_steps(lambda b: our_train_step(model, b, opt, 1.0, precision), batches, device)
+    with TrainingStreams(model, default_streams(device, 128)) as streams:
+        return _time_steps(lambda b: our_train_step(model, b, opt, 1.0, precision, streams), batches, device)
 
 
 def bench_training(data, device: torch.device, quick: bool, repeats: int = 3) -> dict:
@@ -452,7 +462,7 @@ def bench_training(data, device: torch.device, quick: bool, repeats: int = 3) ->
                "ss_baseline_tokens_per_s": round(r["ss"]["baseline_tokens_per_s"], 1),
                "ss_speedup": round(ss["speedup"], 2), "ss_speedup_spread": ss["speedup_spread"],
                "gflops": round(flops / tf["seconds"] / 1e9, 1),
-               "params": sum(p.numel() for p in build_model(cfg).parameters())}
+               "params": sum(p.numel() for p in build_model(cfg).parameters()), "streams": r["streams"]}
         if best != "float32":           # the float32 fast path beside it
             f32, f32_ss = r["tf"]["float32"], r["ss"]["float32"]
             row.update(float32_tokens_per_s=round(f32["tokens_per_s"], 1), float32_speedup=round(f32["speedup"], 2),
@@ -559,6 +569,7 @@ def training_markdown(report: dict) -> str:
     t = report["train"]
     cpu = t.get("cpu") or {}
     bf16 = "bf16" in t.get("precisions", [])
+    streams = max([t[a].get("streams", 1) for a in ("lstm", "gru", "bahdanau", "luong") if a in t] or [1])
     peaks = f"{t.get('matmul_peak_gflops')} GFLOP/s float32" + (
         f", {t.get('matmul_peak_bf16_gflops')} GFLOP/s bf16" if t.get("matmul_peak_bf16_gflops") else "")
     lines = [f"Measured by `python -m seq2seq.bench --only train` on {report['machine']} ({report['when']}).", "",
@@ -566,7 +577,9 @@ def training_markdown(report: dict) -> str:
              f"target tokens/s, {t['batches_timed']} batches of 128; {t.get('timing', '')}; matrix-multiply peak in "
              f"the same run: {peaks}). \"Ours\" is " + ("the fast path with `--cpu-bf16` (bf16 matmuls; this CPU "
              "has native bf16), the float32 fast path beside it" if bf16 else "the float32 fast path (this CPU has "
-             "no native bf16, so `--cpu-bf16` trains in float32 here)") + ":", "",
+             "no native bf16, so `--cpu-bf16` trains in float32 here)")
+             + (f", each batch split across {streams} streams (threads with one core each, `--streams`, "
+                "seq2seq/streams.py)" if streams > 1 else "") + ":", "",
              "| arch | ours, ratio 1.0 | tutorial loop, 1.0 | speed-up | ours, ratio 0.5 | tutorial loop, 0.5 | "
              "speed-up | GFLOP/s (ratio 1.0) | one epoch |"
              + (" float32 fast path: speed-up 1.0 / 0.5 |" if bf16 else ""),

@@ -102,6 +102,7 @@ class TrainConfig:
     fast_path: bool = True        # Seq2Seq.loss's fast path (False: the plain step loop, same values)
     cpu_bf16: bool = False        # fast path's matmuls in bf16 on CPUs with native bf16 (elsewhere float32)
     ema_decay: float = 0.0        # validate, keep and ship an exponential moving average of the weights (0: off)
+    streams: int = 0              # CPU: each batch split across this many threads (streams.py; 0: one per thread)
     teacher_forcing: TeacherForcingConfig = field(default_factory=TeacherForcingConfig)
 
     def __post_init__(self):
@@ -111,6 +112,8 @@ class TrainConfig:
             self.teacher_forcing = TeacherForcingConfig.from_dict(self.teacher_forcing)
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"the weight-averaging decay must be in [0, 1), got {self.ema_decay}")
+        if self.streams < 0:
+            raise ValueError(f"streams must be 0 (one per CPU thread) or more, got {self.streams}")
         if self.cpu_bf16 and not self.fast_path:
             raise ValueError("bf16 training on the CPU is a mode of the fast path: drop the plain loop or cpu_bf16")
 

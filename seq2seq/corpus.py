@@ -69,11 +69,6 @@ def corpus_filename(split: str) -> str:
     return f"corpus-{split}.json"
 
 
-def decoding_label(decoding: dict) -> str:
-    beam = int(decoding.get("beam") or 1)
-    return "greedy" if beam == 1 else f"beam {beam}"
-
-
 def make_command(ckpt_dir: str | os.PathLike, split: str = "test2016",
                  data_dir: str = "../shared/data/multi30k") -> str:
     """The command that makes a checkpoint's corpus file (paths relative to the working
@@ -163,7 +158,7 @@ def correlation(xs, ys) -> dict:
 
 # ------------------------------------------------------------------ decoding a split
 def decode_with_attention(model, sources: list[list[int]], device, beam: int = 1, alpha: float = 1.0,
-                          batch_size: int = 128, coverage_weight: float = 0.0) -> list:
+                          batch_size: int = 128, coverage_weight: float = 0.0, no_unk: bool = False) -> list:
     """Hypotheses (tokens and attention) for every source, in input order. The batches are
     those of evaluate.decode_corpus (sorted by length, batch_size // beam sentences), so the
     outputs are the ones the card's BLEU was measured on."""
@@ -181,11 +176,11 @@ def decode_with_attention(model, sources: list[list[int]], device, beam: int = 1
             idx = order[start: start + bs]
             batch = collate([sources[i] for i in idx], [[] for _ in idx], idx)
             if beam == 1:
-                hyps = greedy_decode(model, batch.src.to(device), batch.src_lens, topk=1)
+                hyps = greedy_decode(model, batch.src.to(device), batch.src_lens, topk=1, no_unk=no_unk)
             else:
                 extra = {"coverage": coverage_weight} if coverage_weight else {}   # the card names a coverage penalty
                 hyps = beam_search(model, batch.src.to(device), batch.src_lens, beam=beam, alpha=alpha, topk=1,
-                                   **extra)
+                                   no_unk=no_unk, **extra)
             for i, h in zip(idx, hyps):
                 out[i] = h
     return out
@@ -194,19 +189,20 @@ def decode_with_attention(model, sources: list[list[int]], device, beam: int = 1
 def corpus_statistics(ck, split_data: dict, split: str, device, command: str) -> dict:
     """The corpus file's content for a loaded translation checkpoint and one tokenized split
     ({"de": token lists, "en": token lists, ...})."""
+    from .decoding import Decoding
     from .evaluate import bleu_scores
 
     if ck.task != "translate":
         raise Seq2SeqError(f"{ck.path}: corpus statistics are for translation checkpoints; "
                            f"this one is a {ck.task!r} model")
     dec = ck.card.get("metrics", {}).get(split, {}).get("decoding") or {}
-    beam = int(dec.get("beam") or 1)
-    alpha = float(dec.get("alpha") or 1.0)
+    decoding = Decoding.from_card(dec)
+    beam, alpha = decoding.beam, decoding.alpha
     coverage_weight = float(dec.get("coverage") or 0.0) if beam > 1 else 0.0
     src_tok = [ck.src_vocab.segment(s)[: ck.model.cfg.max_src_len] for s in split_data["de"]]   # the model's tokens
     refs = split_data["en"]
     hyps = decode_with_attention(ck.model, [ck.src_vocab.encode(s) for s in src_tok], device, beam, alpha,
-                                 coverage_weight=coverage_weight)
+                                 coverage_weight=coverage_weight, no_unk=decoding.no_unk)
     out_tok = [ck.tgt_vocab.decode(h.tokens) for h in hyps]
     has_attention = ck.model.cfg.has_attention
     columns = {k: [] for k in COLUMNS}
@@ -233,7 +229,7 @@ def corpus_statistics(ck, split_data: dict, split: str, device, command: str) ->
         "format_version": FORMAT_VERSION, "kind": KIND, "checkpoint": ck.name, "arch": ck.model.cfg.arch,
         "weights_sha256": ck.card["files"]["model.safetensors"]["sha256"], "split": split,
         "sentences": len(src_tok), "attention": bool(has_attention),
-        "decoding": {"beam": beam, "alpha": alpha if beam > 1 else None, "label": decoding_label(dec),
+        "decoding": {**decoding.card_entry(), "label": decoding.label,
                      **({"coverage": coverage_weight} if coverage_weight else {})},
         "command": command, "device": str(device),
         "corpus_bleu": corpus_bleu, "card_bleu": ck.card.get("metrics", {}).get(split, {}).get("bleu"),

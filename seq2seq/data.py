@@ -128,6 +128,20 @@ class Batch:
         """Predicted tokens (everything after <sos> that is not padding)."""
         return int((self.tgt[:, 1:] != PAD_ID).sum())
 
+    def split(self, parts: int) -> list["Batch"]:
+        """`parts` batches of every parts-th row (rows i, i + parts, ...: a length-sorted batch
+        splits into parts of about equal work), each cut to its own longest source and target.
+        Fewer parts when the batch has fewer rows."""
+        out = []
+        for i in range(min(parts, self.src.size(0))):
+            rows = torch.arange(i, self.src.size(0), parts)
+            lens = self.src_lens[rows]
+            tgt = self.tgt.index_select(0, rows.to(self.tgt.device))
+            tgt_len = int((tgt != PAD_ID).sum(1).max())
+            out.append(Batch(self.src.index_select(0, rows.to(self.src.device))[:, : int(lens.max())], lens,
+                             tgt[:, :tgt_len], [self.index[r] for r in rows.tolist()]))
+        return out
+
 
 def pad_ids(seqs: list[list[int]], pad: int = PAD_ID) -> torch.Tensor:
     longest = max(len(s) for s in seqs)

@@ -27,7 +27,16 @@ import torch.nn.functional as F
 
 from .models import Seq2Seq, inference_path, reorder_state
 from .models.output import greedy_choice as output_greedy_choice
-from .vocab import EOS_ID, PAD_ID, SOS_ID
+from .vocab import EOS_ID, PAD_ID, SOS_ID, UNK_ID
+
+# ids no decoding ever outputs: training never targets <pad> or <sos>
+NEVER_OUTPUT = (PAD_ID, SOS_ID)
+
+
+def banned_ids(no_unk: bool = False) -> tuple[int, ...]:
+    """The ids a search may not choose: never <pad> or <sos>; with no_unk, not <unk> either
+    (the search takes the model's best real word there instead)."""
+    return NEVER_OUTPUT + ((UNK_ID,) if no_unk else ())
 
 
 @dataclass
@@ -46,21 +55,76 @@ class Hypothesis:
     beam_slot: int | None = None      # beam search: the final slot this hypothesis ends in
 
 
-def next_token_logprobs(logits: torch.Tensor) -> torch.Tensor:
-    """[.., V] logits -> float32 log-probabilities of the next output token. <pad> and <sos>
-    are never outputs (training never targets them), so they get -inf."""
+@dataclass(frozen=True)
+class Decoding:
+    """How a corpus is decoded, as a card's metrics record it: beam width (1 = greedy),
+    beam search's length exponent, and whether <unk> may be output."""
+    beam: int = 1
+    alpha: float = 1.0
+    no_unk: bool = False
+
+    def __post_init__(self):
+        if self.beam < 1 or self.alpha < 0:
+            raise ValueError(f"beam must be >= 1 and alpha >= 0, got beam {self.beam}, alpha {self.alpha}")
+        if self.beam == 1:                  # width 1 is greedy whatever the exponent
+            object.__setattr__(self, "alpha", 1.0)
+
+    @property
+    def key(self) -> str:
+        """by_decoding's name: "beam5", "beam10-alpha0.8", "beam10-alpha0.8-nounk"."""
+        return (f"beam{self.beam}" + ("" if self.alpha == 1.0 else f"-alpha{self.alpha:g}")
+                + ("-nounk" if self.no_unk else ""))
+
+    @property
+    def label(self) -> str:
+        """For people: "greedy", "beam 10", "beam 10, α 0.8, no <unk>"."""
+        parts = ["greedy" if self.beam == 1 else f"beam {self.beam}"]
+        if self.alpha != 1.0:
+            parts.append(f"α {self.alpha:g}")
+        if self.no_unk:
+            parts.append("no <unk>")
+        return ", ".join(parts)
+
+    def card_entry(self) -> dict:
+        """metrics[SPLIT]["decoding"]: no_unk only where set (older cards have no such key)."""
+        return {"beam": self.beam, "alpha": self.alpha if self.beam > 1 else None,
+                **({"no_unk": True} if self.no_unk else {})}
+
+    @classmethod
+    def from_card(cls, entry: dict | None) -> "Decoding":
+        entry = entry or {}
+        return cls(int(entry.get("beam") or 1), float(entry.get("alpha") or 1.0), bool(entry.get("no_unk", False)))
+
+    @classmethod
+    def parse_list(cls, text: str) -> list["Decoding"]:
+        """"1,5,10:0.8,10:0.8:no-unk" -> one Decoding each: beam, beam:alpha, and :no-unk
+        after either to forbid <unk>. ValueError on anything else."""
+        out = []
+        for part in text.split(","):
+            fields = part.strip().split(":")
+            no_unk = fields[-1] == "no-unk"
+            if no_unk:
+                fields.pop()
+            if not 1 <= len(fields) <= 2:
+                raise ValueError(f"{part.strip()!r}: expected beam, beam:alpha, optionally :no-unk")
+            out.append(cls(int(fields[0]), float(fields[1]) if len(fields) == 2 else 1.0, no_unk))
+        return out
+
+
+def next_token_logprobs(logits: torch.Tensor, banned: tuple[int, ...] = NEVER_OUTPUT) -> torch.Tensor:
+    """[.., V] logits -> float32 log-probabilities of the next output token, -inf at the
+    `banned` ids (the model's own distribution otherwise: the others are not renormalized)."""
     logp = F.log_softmax(logits.float(), -1)
-    logp[..., PAD_ID] = float("-inf")
-    logp[..., SOS_ID] = float("-inf")
+    logp[..., list(banned)] = float("-inf")
     return logp
 
 
-def greedy_choice(logits: torch.Tensor) -> torch.Tensor:
-    """[B, V] logits -> [B] argmax ids, never <pad> or <sos>: the models' one greedy choice
+def greedy_choice(logits: torch.Tensor, banned: tuple[int, ...] = NEVER_OUTPUT) -> torch.Tensor:
+    """[B, V] logits -> [B] argmax ids, never a `banned` one: the models' one greedy choice
     (models/output.py), which the tokens-only path also makes. The argmax of the logits is
     the argmax of the log-probabilities, so greedy choices need no softmax over V.
-    Writes -inf into those two columns of `logits` (a fresh tensor each step)."""
-    return output_greedy_choice(logits, (PAD_ID, SOS_ID))
+    Writes -inf into the banned columns of `logits` (a fresh tensor each step)."""
+    return output_greedy_choice(logits, banned)
 
 
 def _source_lengths(src_lens) -> list[int]:
@@ -82,8 +146,10 @@ def _prefix_tensor(prefix, batch: int, device):
 @inference_path
 def greedy_decode(model: Seq2Seq, src, src_lens, max_len: int | None = None, topk: int = 5,
                   prefix: list[list[int]] | None = None, compact_at: float = 0.75,
-                  details: bool = True) -> list[Hypothesis]:
+                  details: bool = True, no_unk: bool = False) -> list[Hypothesis]:
     """Argmax at every step for a batch. src [B, S], src_lens [B].
+
+    no_unk: never choose <unk> (the best other id instead; `banned_ids`).
 
     prefix: per sequence, ids forced as the first outputs (the model's probabilities for
     them are still recorded).
@@ -104,14 +170,15 @@ def greedy_decode(model: Seq2Seq, src, src_lens, max_len: int | None = None, top
     active = torch.arange(batch, device=device)        # original row of each computed row
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     prev = torch.full((batch,), SOS_ID, dtype=torch.long, device=device)
+    banned = banned_ids(no_unk)
     records = []                                       # per step: rows written and what they wrote
     for t in range(max_len):
         if details:
             logits, state, attn = model.decode_step(prev, state, memory)
-            logp = next_token_logprobs(logits)                         # [A, V]
-            chosen = greedy_choice(logits)                             # [A]
+            logp = next_token_logprobs(logits, banned)                 # [A, V]
+            chosen = greedy_choice(logits, banned)                     # [A]
         else:  # the same ids without every logit in float32 (models/output.py)
-            chosen, state, attn = model.decode_step_argmax(prev, state, memory, (PAD_ID, SOS_ID))
+            chosen, state, attn = model.decode_step_argmax(prev, state, memory, banned)
         if forced is not None and t < forced.size(1):
             chosen = torch.where(t < forced_lens[active], forced[active, t], chosen)
         live = ~done
@@ -266,10 +333,12 @@ class BeamTrace:
 @inference_path
 def beam_search(model: Seq2Seq, src, src_lens, beam: int = 5, max_len: int | None = None,
                 topk: int = 5, alpha: float = 1.0, coverage: float = 0.0,
-                prefix: list[list[int]] | None = None, return_tree: bool = False) -> list[Hypothesis]:
+                prefix: list[list[int]] | None = None, return_tree: bool = False,
+                no_unk: bool = False) -> list[Hypothesis]:
     """Batched beam search with length normalization and an optional coverage penalty
     (see the module docstring). alpha: the length exponent; coverage: beta, the weight of
-    GNMT's coverage term (attention models, width 2 or more; 0 leaves the ranking untouched).
+    GNMT's coverage term (attention models, width 2 or more; 0 leaves the ranking untouched);
+    no_unk: no hypothesis is extended by <unk> (`banned_ids`).
 
     return_tree: each result also carries `beam_tree`, per step every slot's token, parent
     slot, score, cumulative log-probability and whether it had already finished, and
@@ -277,7 +346,8 @@ def beam_search(model: Seq2Seq, src, src_lens, beam: int = 5, max_len: int | Non
     result itself)."""
     if beam < 1:
         raise ValueError("beam width must be at least 1")
-    trace = _search(model, src, src_lens, beam, max_len or model.cfg.max_out_len, topk, alpha, coverage, prefix)
+    trace = _search(model, src, src_lens, beam, max_len or model.cfg.max_out_len, topk, alpha, coverage, prefix,
+                    banned_ids(no_unk))
     hyps = []
     for b, src_len in enumerate(_source_lengths(src_lens)):
         hyp = trace.hypothesis(b, int(trace.winner[b]), src_len)
@@ -290,7 +360,7 @@ def beam_search(model: Seq2Seq, src, src_lens, beam: int = 5, max_len: int | Non
 
 
 def _search(model: Seq2Seq, src, src_lens, K: int, max_len: int, topk: int, alpha: float, coverage: float,
-            prefix: list[list[int]] | None) -> BeamTrace:
+            prefix: list[list[int]] | None, banned: tuple[int, ...] = NEVER_OUTPUT) -> BeamTrace:
     """The search itself: K slots per sentence, every step's choices recorded."""
     # width 1 is greedy decoding whatever the knobs (the coverage penalty, which weighs ending,
     # would otherwise make it differ from greedy_decode)
@@ -318,7 +388,7 @@ def _search(model: Seq2Seq, src, src_lens, K: int, max_len: int, topk: int, alph
     batch_base = (torch.arange(batch, device=device) * K).unsqueeze(1)   # [B, 1]
     for t in range(max_len):
         logits, state, attn = model.decode_step(prev, state, memory)
-        logp = next_token_logprobs(logits).view(batch, K, V)           # [B, K, V]
+        logp = next_token_logprobs(logits, banned).view(batch, K, V)   # [B, K, V]
         top_p, top_i = logp.topk(k, -1)                                  # [B, K, k] (before freezing)
         if forced is not None and t < forced.size(1):
             only = torch.full_like(logp, float("-inf"))

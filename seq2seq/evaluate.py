@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from .cli import ArgumentParser, device_arg, positive_int, run_main
 from .data import PairDataset, collate, generate_reversal, tokenized_multi30k
-from .decoding import beam_search, greedy_decode
+from .decoding import Decoding, beam_search, greedy_decode
 from .errors import Seq2SeqError
 from .models import Seq2Seq
 from .presets import DATA_DIR, EVAL_SEED
@@ -66,8 +66,9 @@ def decode_workers(device, n_batches: int) -> int:
 
 def decode_corpus(model: Seq2Seq, sources: list[list[int]], device, beam: int = 1,
                   batch_size: int = 128, alpha: float = 1.0, max_len: int | None = None,
-                  workers: int | None = None) -> list[list[int]]:
+                  workers: int | None = None, no_unk: bool = False) -> list[list[int]]:
     """Output ids (no <eos>) for every source, in input order; batches sorted by length.
+    no_unk: <unk> is never output (decoding.banned_ids).
 
     workers: decoding threads (see decode_workers; None picks). The ids do not depend on
     it: each batch is decoded the same way whichever thread takes it."""
@@ -87,9 +88,10 @@ def decode_corpus(model: Seq2Seq, sources: list[list[int]], device, beam: int = 
 
     def decode_ids(batch):
         if beam == 1:  # tokens only: no softmax, top-k or attention records
-            return greedy_decode(model, batch.src.to(device), batch.src_lens, max_len=max_len, details=False)
+            return greedy_decode(model, batch.src.to(device), batch.src_lens, max_len=max_len, details=False,
+                                 no_unk=no_unk)
         return beam_search(model, batch.src.to(device), batch.src_lens, beam=beam, alpha=alpha,
-                           max_len=max_len, topk=1)
+                           max_len=max_len, topk=1, no_unk=no_unk)
 
     n_workers = decode_workers(device, len(batches)) if workers is None else max(1, min(workers, len(batches)))
     if n_workers == 1:
@@ -114,57 +116,57 @@ def bleu_scores(hyp_tokens: list[list[str]], ref_tokens: list[list[str]], ref_ra
 
 
 def evaluate_translation(model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab, src_tok: list[list[str]],
-                         tgt_tok: list[list[str]], ref_raw: list[str], device, beam: int = 1,
-                         alpha: float = 1.0, batch_size: int = 128) -> dict:
+                         tgt_tok: list[list[str]], ref_raw: list[str], device, decoding: Decoding = Decoding(),
+                         batch_size: int = 128) -> dict:
     sources = [src_vocab.encode_words(s, model.cfg.max_src_len) for s in src_tok]
     ds = PairDataset(sources, [tgt_vocab.encode(t) for t in tgt_tok])
     loss = teacher_forced_loss(model, ds, device)
     t0 = time.perf_counter()
-    outs = decode_corpus(model, sources, device, beam=beam, alpha=alpha, batch_size=batch_size)
+    outs = decode_corpus(model, sources, device, beam=decoding.beam, alpha=decoding.alpha, batch_size=batch_size,
+                         no_unk=decoding.no_unk)
     seconds = time.perf_counter() - t0
     hyps = [tgt_vocab.decode(o) for o in outs]
     return {"loss": round(loss, 4), "ppl": round(ppl(loss), 2), **bleu_scores(hyps, tgt_tok, ref_raw),
-            "decoding": {"beam": beam, "alpha": alpha if beam > 1 else None},
+            "decoding": decoding.card_entry(),
             "decode_seconds": round(seconds, 2), "sentences": len(sources),
             "samples": [{"hyp": " ".join(h), "ref": " ".join(r)} for h, r in zip(hyps[:3], tgt_tok[:3])]}
 
 
-def decoding_key(beam: int, alpha: float) -> str:
-    """by_decoding's name for a decoding: "beam5", or "beam10-alpha0.8" when alpha is not 1."""
-    return f"beam{beam}" + ("" if alpha == 1.0 or beam == 1 else f"-alpha{alpha:g}")
-
-
 def choose_decoding(model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab, splits: dict, device,
-                    decodings: list[tuple[int, float]]) -> dict:
-    """Every decoding (beam, alpha) on val and test 2016; the one with the best val BLEU is
+                    decodings: list[Decoding]) -> dict:
+    """Every decoding on val and test 2016; the one with the best val BLEU is
     each split's reported result (test 2016 never takes part in the choice), the others
     stay beside it in by_decoding. splits: {"val": ..., "test2016": ...} as
     tokenized_multi30k gives them."""
     metrics = {}
     for split in ("val", "test2016"):
         t = splits[split]
-        metrics[split] = {(b, a): evaluate_translation(model, src_vocab, tgt_vocab, t["de"], t["en"], t["en_raw"],
-                                                       device, beam=b, alpha=a)
-                          for b, a in dict.fromkeys(decodings)}
+        metrics[split] = {d: evaluate_translation(model, src_vocab, tgt_vocab, t["de"], t["en"], t["en_raw"],
+                                                  device, d)
+                          for d in dict.fromkeys(decodings)}
     chosen = max(metrics["val"], key=lambda d: metrics["val"][d]["bleu"])
     return {split: {**runs[chosen], "chosen_on": "val bleu",
-                    "by_decoding": {decoding_key(*d): {k: r[k] for k in ("bleu", "sacrebleu", "decode_seconds")}
+                    "by_decoding": {d.key: {k: r[k] for k in ("bleu", "sacrebleu", "decode_seconds")}
                                     for d, r in runs.items()}}
             for split, runs in metrics.items()}
 
 
-def _parse_decodings(text: str) -> list[tuple[int, float]]:
-    """"1,5,10:0.8" -> [(1, 1.0), (5, 1.0), (10, 0.8)] (beam, or beam:alpha)."""
-    out = []
+def _alpha_arg(text: str) -> float:
     try:
-        for part in text.split(","):
-            beam, _, alpha = part.strip().partition(":")
-            out.append((int(beam), float(alpha) if alpha else 1.0))
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected beams like 1,5,10:0.8 (beam or beam:alpha), got {text!r}")
-    if not out or any(b < 1 or a < 0 for b, a in out):
-        raise argparse.ArgumentTypeError(f"beams must be >= 1 and alphas >= 0, got {text!r}")
-    return out
+        value = float("nan")
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _parse_decodings(text: str) -> list[Decoding]:
+    try:
+        return Decoding.parse_list(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected decodings like 1,5,10:0.8,10:0.8:no-unk (beam, beam:alpha, "
+                                         f"optionally :no-unk; beams >= 1, alphas >= 0), got {text!r}: {e}")
 
 
 def edit_distance(a: list, b: list) -> int:
@@ -290,13 +292,16 @@ def main(argv=None) -> int:
     p.add_argument("--cache", default=None, help="token cache (JSON.gz) to read instead of tokenizing")
     p.add_argument("--split", choices=["val", "test2016"], default="test2016")
     p.add_argument("--beam", type=positive_int, default=None, help="beam width (default: the card's decoding)")
-    p.add_argument("--alpha", type=float, default=None, help="length-normalization exponent")
+    p.add_argument("--alpha", type=_alpha_arg, default=None, help="length-normalization exponent")
+    p.add_argument("--no-unk", choices=["yes", "no"], default=None,
+                   help="translation: forbid <unk> in the output (default: the card's decoding)")
     p.add_argument("--lengths", type=_parse_lengths, default=_parse_lengths("1-30"), help="reversal: e.g. 1-30")
     p.add_argument("--n-per-length", type=positive_int, default=None, help="reversal: sequences per length")
     p.add_argument("--device", default="cpu", type=device_arg)
     p.add_argument("--json", action="store_true")
     p.add_argument("--choose-decoding", type=_parse_decodings, metavar="BEAMS",
-                   help="translation: evaluate these decodings (e.g. 1,5,10,10:0.8 as beam or beam:alpha) on val "
+                   help="translation: evaluate these decodings (e.g. 1,5,10,10:0.8,10:0.8:no-unk as beam or "
+                        "beam:alpha, :no-unk forbidding <unk> in the output) on val "
                         "and test 2016 and report the one with the best val BLEU on both, as training's card does; "
                         "with --update-card, write them into the card")
     p.add_argument("--update-card", action="store_true",
@@ -311,9 +316,8 @@ def main(argv=None) -> int:
             splits = tokenized_multi30k(args.data_dir, args.cache, splits=("val", "test2016"))
             chosen = choose_decoding(ck.model, ck.src_vocab, ck.tgt_vocab, splits, device, args.choose_decoding)
             result = {"checkpoint": str(ck.path), **chosen}
-            dec = chosen["val"]["decoding"]
-            summary = (f"{ck.name}: chosen on val BLEU: beam {dec['beam']}"
-                       + (f", alpha {dec['alpha']:g}" if dec.get("alpha") is not None else "")
+            dec = Decoding.from_card(chosen["val"]["decoding"])
+            summary = (f"{ck.name}: chosen on val BLEU: {dec.label}"
                        + "".join(f"; {split} BLEU {chosen[split]['bleu']}, sacreBLEU {chosen[split]['sacrebleu']}, "
                                  f"PPL {chosen[split]['ppl']} (" + ", ".join(f"{k} {v['bleu']}" for k, v in
                                                                              chosen[split]["by_decoding"].items()) + ")"
@@ -321,16 +325,16 @@ def main(argv=None) -> int:
             updates = chosen
         elif ck.task == "translate":
             recorded = card_metrics.get(args.split, {})
-            dec = recorded.get("decoding", {})
-            beam = args.beam or dec.get("beam") or 1
-            alpha = args.alpha if args.alpha is not None else (dec.get("alpha") or 1.0)
+            card_dec = Decoding.from_card(recorded.get("decoding"))
+            dec = Decoding(args.beam or card_dec.beam, card_dec.alpha if args.alpha is None else args.alpha,
+                           card_dec.no_unk if args.no_unk is None else args.no_unk == "yes")
             split = tokenized_multi30k(args.data_dir, args.cache, splits=(args.split,))[args.split]
             result = evaluate_translation(ck.model, ck.src_vocab, ck.tgt_vocab, split["de"], split["en"],
-                                          split["en_raw"], device, beam=beam, alpha=alpha)
+                                          split["en_raw"], device, dec)
             result = {"checkpoint": str(ck.path), "split": args.split, **result,
                       "card": {k: recorded.get(k) for k in ("bleu", "sacrebleu", "ppl")}}
             summary = (f"{ck.name} {args.split}: BLEU {result['bleu']} (tutorial form), sacreBLEU "
-                       f"{result['sacrebleu']}, PPL {result['ppl']}, beam {beam}; card: {result['card']}")
+                       f"{result['sacrebleu']}, PPL {result['ppl']}, {dec.label}; card: {result['card']}")
             keep = {k: v for k, v in recorded.items() if k in ("chosen_on",)}
             updates = {args.split: {**{k: v for k, v in result.items() if k not in ("checkpoint", "split", "card")},
                                     **keep}}

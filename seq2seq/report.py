@@ -67,15 +67,14 @@ def rows(root: Path) -> tuple[list[dict], list[str]]:
 
 
 def translation_table(items) -> str:
+    from .decoding import Decoding
     lines = ["| model | params | size on disk | German read as | BLEU (tutorial form) | sacreBLEU | "
              "test PPL (teacher-forced) | decoding | trained on | training | stopped |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for it in items:
         c: Card = it["card"]
         m = c.split_metrics("test2016")
-        dec = m.get("decoding", {})
-        dec_s = "greedy" if dec.get("beam", 1) == 1 else f"beam {dec['beam']}" + (
-            f", α {dec['alpha']:g}" if dec.get("alpha", 1.0) != 1.0 else "")
+        dec_s = Decoding.from_card(m.get("decoding")).label
         source = source_units(c.tokenizers.get("src"), c.train_config)
         lines.append(f"| `{c.name}` | {_fmt_params(c.params)} | {_fmt_size(it['bytes'])} | {source} | {m.get('bleu', '-')} | "
                      f"{m.get('sacrebleu', '-')} | {m.get('ppl', '-')} | {dec_s} | {_device(c)} | {_training(c)} | "

@@ -85,6 +85,9 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
                    help="validate, keep and ship an exponential moving average of the weights, e.g. 0.999 "
                         "(seq2seq/averaging.py; default 0: off)")
+    g.add_argument("--streams", type=non_negative_int, default=0, metavar="N",
+                   help="CPU: split every batch across N threads, each part's forward and backward on its own "
+                        "core (same loss and gradient; seq2seq/streams.py); default 0: one per intra-op thread")
     g.add_argument("--cpu-bf16", action="store_true",
                    help="CPU: the fast path's matmuls in bfloat16 (float32 accumulation, softmax and loss) where "
                         "the CPU multiplies bf16 natively (AVX512-BF16, AMX); float32 elsewhere, with a notice. "
@@ -126,6 +129,7 @@ def configs_from_args(args) -> tuple[ModelConfig, TrainConfig]:
                       reverse_train_size=args.train_size, reverse_val_size=args.val_size,
                       max_minutes=args.max_minutes or 0.0, eval_beam=args.eval_beam, amp=not args.no_amp,
                       half_weights=args.half, fast_path=not args.plain_loop, cpu_bf16=args.cpu_bf16,
+                      streams=args.streams,
                       ema_decay=args.ema, teacher_forcing=tf)
     return model_cfg, cfg
 

@@ -12,6 +12,7 @@ import torch
 
 from .checkpoint import device_provenance, git_commit
 from .config import ModelConfig, TrainConfig
+from .decoding import Decoding
 from .evaluate import choose_decoding, evaluate_reversal, mean_over
 from .presets import EVAL_SEED
 from .schedules import COIN_RULES, describe
@@ -39,8 +40,10 @@ def training_provenance(device: torch.device, cfg: TrainConfig, wall: float, dat
             "trained_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "wall_seconds": round(wall, 1), "seed": cfg.seed, "data": data.data_note}
     if device.type == "cpu":
+        from .streams import default_streams
         prov.update(cpu_model=cpu_model_name(), cpu_native_bf16=cpu_has_native_bf16(),
-                    cpu_threads=torch.get_num_threads())
+                    cpu_threads=torch.get_num_threads(),
+                    streams=cfg.streams or default_streams(device, cfg.batch_size))
     return prov
 
 
@@ -60,7 +63,7 @@ def translation_metrics(model, cfg: TrainConfig, data: TaskData, device) -> dict
     """BLEU, sacreBLEU and PPL on val and test 2016, greedy and beam cfg.eval_beam; the
     decoding is chosen on validation BLEU, then reported on both splits."""
     return choose_decoding(model, data.src_vocab, data.tgt_vocab, data.val_text, device,
-                           [(beam, 1.0) for beam in sorted({1, cfg.eval_beam})])
+                           [Decoding(beam) for beam in sorted({1, cfg.eval_beam})])
 
 
 def reversal_metrics(model, data: TaskData, history: list, device) -> dict:

@@ -28,6 +28,7 @@ from .models import Seq2Seq, TrainingLoss, build_model
 from .models.output import cpu_has_native_bf16
 from .schedules import teacher_forcing_ratio
 from .snapshots import SNAPSHOT_EPOCHS, first_snapshot_batch, prune_snapshots
+from .streams import TrainingStreams, default_streams
 from .task_data import TaskData
 from .train_card import make_card, snapshot_base_card
 from .train_state import STATE_JSON, apply_state, load_best_weights, read_state, save_state
@@ -159,9 +160,12 @@ def training_precision(cfg: TrainConfig, device) -> tuple[str, str | None]:
 
 def train_epoch(net, model, optimizer, batches, cfg: TrainConfig, run: RunState, epoch: int, device,
                 hooks: TrainHooks, clock: Callable[[], float], on_quarter: Callable[[], None] | None,
-                precision: str = "float32", average: WeightAverage | None = None) -> dict:
+                precision: str = "float32", average: WeightAverage | None = None,
+                streams: TrainingStreams | None = None) -> dict:
     """One epoch of updates; returns {loss_sum, tokens, ratios, seconds}. Sets run.stopped
-    when the time budget runs out (all ranks leave at the same batch)."""
+    when the time budget runs out (all ranks leave at the same batch). streams: how each
+    batch's forward and backward run (streams.py; None: one stream)."""
+    streams = streams or TrainingStreams(model, 1)
     ddp = current_dist()
     loss_sum, tokens, ratios, t0 = torch.zeros((), device=device), 0, [], time.perf_counter()
     bar = None
@@ -173,12 +177,11 @@ def train_epoch(net, model, optimizer, batches, cfg: TrainConfig, run: RunState,
         ratio = teacher_forcing_ratio(cfg.teacher_forcing, run.step)
         ratios.append(ratio)
         batch = batch.to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
-            loss, n_tok = net(batch.src, batch.src_lens, batch.tgt, teacher_forcing=ratio,
-                              label_smoothing=cfg.label_smoothing, fast=cfg.fast_path,
-                              coin=cfg.teacher_forcing.coin, precision=precision)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda"):
+            loss, n_tok = streams.loss_and_backward(net, batch, ratio, cfg.teacher_forcing.coin,
+                                                    label_smoothing=cfg.label_smoothing, fast=cfg.fast_path,
+                                                    precision=precision)
         if cfg.clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
         optimizer.step()
@@ -310,31 +313,36 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | None, data: T
                        clock())
         model.train()
 
+    # one stream under torchrun (each rank is its own process) or on a GPU
+    streams = TrainingStreams(model, 1 if ddp.enabled else (cfg.streams or default_streams(device, cfg.batch_size)))
     precision, notice = training_precision(cfg, device)
     if notice and ddp.is_main:
         print(f"note: {notice}", file=sys.stderr)
-    for epoch in range(run.start_epoch, cfg.epochs):
-        if run.stopped:
-            break
-        if ddp.enabled:
-            torch.manual_seed(rank_seed(cfg.seed, epoch, ddp.rank))
-        model.train()
-        batches = shard_batches(list(data.train_for_epoch(cfg, epoch).batches(
-            cfg.batch_size, shuffle=True, seed=cfg.seed * 7 + epoch)), ddp.rank, ddp.world_size)
-        if not batches:
-            raise Seq2SeqError(f"no training batch for each of the {ddp.world_size} processes: "
-                               f"use a smaller --batch-size or more training data")
-        stats = train_epoch(net, model, optimizer, batches, cfg, run, epoch, device, hooks, clock,
-                            quarter_snapshot if snaps is not None else None, precision, average)
-        row = dict(epoch_row(stats, epoch, run, device), precision=precision)
-        if ddp.is_main:
-            close_epoch(row, model, optimizer, data, cfg, model_cfg, run, device, state_path, hooks, clock(),
-                        average)
-            if snaps is not None and epoch + 1 in SNAPSHOT_EPOCHS:
-                with averaged(average):
-                    snaps.take(f"after epoch {epoch + 1}", run.step, epoch + 1, row, clock())
-        if ddp.enabled:   # rank 0 alone decided on early stopping
-            run.stopped = broadcast_json(run.stopped, device)
+    try:
+        for epoch in range(run.start_epoch, cfg.epochs):
+            if run.stopped:
+                break
+            if ddp.enabled:
+                torch.manual_seed(rank_seed(cfg.seed, epoch, ddp.rank))
+            model.train()
+            batches = shard_batches(list(data.train_for_epoch(cfg, epoch).batches(
+                cfg.batch_size, shuffle=True, seed=cfg.seed * 7 + epoch)), ddp.rank, ddp.world_size)
+            if not batches:
+                raise Seq2SeqError(f"no training batch for each of the {ddp.world_size} processes: "
+                                   f"use a smaller --batch-size or more training data")
+            stats = train_epoch(net, model, optimizer, batches, cfg, run, epoch, device, hooks, clock,
+                                quarter_snapshot if snaps is not None else None, precision, average, streams)
+            row = dict(epoch_row(stats, epoch, run, device), precision=precision)
+            if ddp.is_main:
+                close_epoch(row, model, optimizer, data, cfg, model_cfg, run, device, state_path, hooks, clock(),
+                            average)
+                if snaps is not None and epoch + 1 in SNAPSHOT_EPOCHS:
+                    with averaged(average):
+                        snaps.take(f"after epoch {epoch + 1}", run.step, epoch + 1, row, clock())
+            if ddp.enabled:   # rank 0 alone decided on early stopping
+                run.stopped = broadcast_json(run.stopped, device)
+    finally:
+        streams.close()
     if not ddp.is_main:
         return model, {}
     return finish(model, model_cfg, cfg, data, device, run, clock(), name, out_dir, final_eval, snaps)

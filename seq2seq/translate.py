@@ -1,6 +1,6 @@
 """Run a checkpoint on text: the Python API the app uses, and a command line.
 
-    python -m seq2seq.translate CHECKPOINT "text" [--beam K] [--alpha A] [--coverage B]
+    python -m seq2seq.translate CHECKPOINT "text" [--beam K] [--alpha A] [--coverage B] [--no-unk]
         [--prefix TEXT] [--snapshot NN] [--json] [--step T]
         [--attribution {grad_input,integrated_gradients,occlusion}]
 
@@ -62,6 +62,7 @@ class Translation:
     n_best: list["RankedHypothesis"] | None = field(default=None, repr=False)  # beam with return_tree
     alpha: float = 1.0
     coverage: float = 0.0
+    no_unk: bool = False               # decoded with <unk> forbidden
 
     def to_json(self) -> dict:
         return {
@@ -77,6 +78,7 @@ class Translation:
             "score": self.score,
             "finished": self.finished,
             "beam": self.beam,
+            "no_unk": self.no_unk,
         }
 
 
@@ -165,14 +167,16 @@ class Translator:
                            list(hyp.step_tokens), n_best)
 
     def translate(self, text: str, beam: int = 1, prefix: str | None = None, topk: int = 5,
-                  alpha: float = 1.0, return_tree: bool = False, coverage: float = 0.0) -> Translation:
-        return self.translate_batch([text], beam, [prefix], topk, alpha, return_tree, coverage)[0]
+                  alpha: float = 1.0, return_tree: bool = False, coverage: float = 0.0,
+                  no_unk: bool = False) -> Translation:
+        return self.translate_batch([text], beam, [prefix], topk, alpha, return_tree, coverage, no_unk)[0]
 
     def translate_batch(self, texts: list[str], beam: int = 1, prefixes: list[str | None] | None = None,
                         topk: int = 5, alpha: float = 1.0, return_tree: bool = False,
-                        coverage: float = 0.0) -> list[Translation]:
+                        coverage: float = 0.0, no_unk: bool = False) -> list[Translation]:
         """alpha, coverage: beam search's length exponent and coverage weight (ignored at width 1,
-        where neither changes the ranking)."""
+        where neither changes the ranking); no_unk: never output <unk> (the model's best other
+        word there instead)."""
         check_beam_settings(beam, alpha, coverage, self.model.has_attention)
         sources = [self.prepare(t) for t in texts]
         prefix = [self.prefix_ids(p) for p in (prefixes or [None] * len(texts))]
@@ -180,10 +184,10 @@ class Translator:
         with self.model.inference():               # the fast CPU path (models/seq2seq.py)
             hyps = decode(self.model, batch.src.to(self.device), batch.src_lens, beam=int(beam), topk=topk,
                           alpha=float(alpha), coverage=float(coverage), prefix=prefix if any(prefix) else None,
-                          return_tree=return_tree)
+                          return_tree=return_tree, no_unk=bool(no_unk))
         out = [self._finish(s, h, int(beam)) for s, h in zip(sources, hyps)]
         for t in out:
-            t.alpha, t.coverage = float(alpha), float(coverage)
+            t.alpha, t.coverage, t.no_unk = float(alpha), float(coverage), bool(no_unk)
         return out
 
 
@@ -215,6 +219,7 @@ def main(argv=None) -> int:
                    help=f"beam search's length-normalization exponent, 0 to {MAX_ALPHA:g} (default 1)")
     p.add_argument("--coverage", type=_float_arg, default=0.0,
                    help=f"beam search's coverage penalty weight beta (GNMT), 0 to {MAX_COVERAGE:g} (default 0)")
+    p.add_argument("--no-unk", action="store_true", help="never output <unk> (the model's best other word instead)")
     p.add_argument("--prefix", default=None, help="force the output to start with these words")
     p.add_argument("--snapshot", type=non_negative_int, default=None,
                    help="decode with snapshot NN of the checkpoint (made by `python -m seq2seq.train ... --snapshots`)")
@@ -230,7 +235,7 @@ def main(argv=None) -> int:
     try:
         tr = load_translator(args.checkpoint, args.snapshot)
         result = tr.translate(args.text, beam=args.beam, prefix=args.prefix, topk=max(1, args.topk),
-                              alpha=args.alpha, coverage=args.coverage)
+                              alpha=args.alpha, coverage=args.coverage, no_unk=args.no_unk)
         out = result.to_json() if args.json else None
         if args.step is not None:
             if args.step > len(result.steps):

@@ -112,6 +112,25 @@ def test_translate_page_attention_beam_prefix_and_saliency():
         assert "not attention" in heatmap(at)["layout"]["title"]["text"]
 
 
+def test_translate_page_decoding_options_forbid_unk_and_go_in_the_url():
+    text = "Ein Cowboy bandagiert seinen Arm."          # the shipped model writes <unk> for "bandagiert"
+    at = open_page("pages/translate.py", {"text": text, "model": "translate-bahdanau"})
+    assert not at.exception
+    assert "<unk>" in at.code[0].value
+    at.toggle(key="translate.no_unk").set_value(True).run()
+    assert not at.exception
+    assert at.code[0].value and "<unk>" not in at.code[0].value
+    assert at.query_params["no_unk"] in (["1"], "1")
+    assert any(m.label == "decoding" and m.value == "greedy, no <unk>" for m in at.metric)
+    # a Test set link's decoding opens as it was made: beam, length exponent, <unk> forbidden
+    at = open_page("pages/translate.py", {"text": text, "model": "translate-bahdanau", "beam": "3", "alpha": "0.8",
+                                          "no_unk": "1"})
+    assert not at.exception
+    assert at.slider(key="translate.beam").value == 3 and at.number_input(key="translate.alpha").value == 0.8
+    assert any(m.label == "decoding" and m.value == "beam 3, α 0.8, no <unk>" for m in at.metric)
+    assert "<unk>" not in at.code[0].value
+
+
 def test_a_model_reading_pieces_shows_them_or_whole_words(tmp_path, monkeypatch):
     save_tiny_piece_reader(tmp_path / "translate-bahdanau")
     monkeypatch.setenv("ATTENTION_LAB_CHECKPOINTS", str(tmp_path))

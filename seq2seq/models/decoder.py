@@ -27,6 +27,7 @@ from ..config import ModelConfig
 from .attention import AdditiveAttention, GeneralAttention
 from .kernels import FastDropout, PackedLinears, gru_update
 from .output import OutputLayer
+from .rnn import run_rnn
 
 State = dict  # name -> batch-first tensor
 
@@ -189,8 +190,12 @@ class DecoderBase(nn.Module):
             else:
                 h1 = torch.gru_cell(x, h0, r.weight_ih_l0, r.weight_hh_l0, r.bias_ih_l0, r.bias_hh_l0)
             return h1, h1.unsqueeze(1)
-        out, h = self.rnn(x.unsqueeze(1), _to_rnn(h))
+        out, h = self.run_rnn(x.unsqueeze(1), _to_rnn(h))
         return out.squeeze(1), _from_rnn(h)
+
+    def run_rnn(self, x, hx):
+        # the RNN, its between-layer dropout drawn like the others (models/rnn.py)
+        return run_rnn(self.rnn, x, hx, self.dropout.randomness)
 
     def embed(self, prev: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.embedding(prev))   # [B] -> [B, E]  (or [B, T] -> [B, T, E])
@@ -210,12 +215,12 @@ class SutskeverDecoder(DecoderBase):
         return Memory(mask=mask), {"h": _from_rnn(h), "c": _from_rnn(c)}
 
     def features(self, x, state, memory, pre=None):
-        out, (h, c) = self.rnn(x.unsqueeze(1), (_to_rnn(state["h"]), _to_rnn(state["c"])))  # x [B, 1, E]
+        out, (h, c) = self.run_rnn(x.unsqueeze(1), (_to_rnn(state["h"]), _to_rnn(state["c"])))  # x [B, 1, E]
         return out.squeeze(1), {"h": _from_rnn(h), "c": _from_rnn(c)}, None  # [B, H]
 
     def teacher_forced_features(self, tgt_in, state, memory):
         x = self.embed(tgt_in)                                 # [B, T, E]
-        out, _ = self.rnn(x, (_to_rnn(state["h"]), _to_rnn(state["c"])))
+        out, _ = self.run_rnn(x, (_to_rnn(state["h"]), _to_rnn(state["c"])))
         return out                                             # [B, T, H]
 
 
@@ -248,7 +253,7 @@ class ChoDecoder(DecoderBase):
     def teacher_forced_features(self, tgt_in, state, memory):
         x = self.embed(tgt_in)                                 # [B, T, E]
         z = memory.context.unsqueeze(1).expand(-1, x.size(1), -1)  # [B, T, H]
-        out, _ = self.rnn(torch.cat([x, z], -1), _to_rnn(state["h"]))
+        out, _ = self.run_rnn(torch.cat([x, z], -1), _to_rnn(state["h"]))
         return torch.cat([x, out, z], -1)                      # [B, T, E + H + H]
 
 

@@ -5,7 +5,8 @@ import torch
 import torch.nn as nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .kernels import PackedLinears, gru_update
+from .kernels import FastDropout, PackedLinears, gru_update
+from .rnn import run_rnn
 
 
 class RNNEncoder(nn.Module):
@@ -21,7 +22,7 @@ class RNNEncoder(nn.Module):
         rnn_cls = {"lstm": nn.LSTM, "gru": nn.GRU}[cell]
         self.rnn = rnn_cls(emb_dim, hidden_dim, n_layers, batch_first=True,
                            dropout=dropout if n_layers > 1 else 0.0, bidirectional=bidirectional)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = FastDropout(dropout)
         self.directions = 2 if bidirectional else 1
         self.out_dim = hidden_dim * self.directions
         self.cell = cell
@@ -40,7 +41,7 @@ class RNNEncoder(nn.Module):
         if self.cell == "gru" and self.kernels.applies(x):
             return self._gru_masked(x, src_lens)
         packed = pack_padded_sequence(x, src_lens.cpu(), batch_first=True, enforce_sorted=False)
-        packed_out, final = self.rnn(packed)
+        packed_out, final = run_rnn(self.rnn, packed, None, self.dropout.randomness)
         outputs, _ = pad_packed_sequence(packed_out, batch_first=True,
                                          total_length=src.size(1))  # [B, S, H * dirs]
         return outputs, final

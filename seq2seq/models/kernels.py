@@ -12,6 +12,7 @@ Used only inside a model's inference mode (`Seq2Seq.inference()`, which the call
 for: eval mode, no autograd); training and anything else keep the standard ops."""
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import itertools
@@ -121,24 +122,60 @@ def tanh_via_sigmoid(x: torch.Tensor) -> torch.Tensor:
     return x.mul_(2).sigmoid_().mul_(2).sub_(1)
 
 
-class FastDropout(torch.nn.Module):
-    """nn.Dropout with the mask drawn as uniform < keep: the same distribution, but on the
-    CPU torch.rand is several times faster than the bernoulli_ nn.Dropout draws (2.2 vs 0.4
-    ms for a [128, 896] mask here). Identity in eval mode."""
+class DropoutRandomness:
+    """Where a model's dropout masks come from: torch's global generator, or, inside
+    `use(generator)`, that generator, for the calling thread (and async context) only.
+    Training's streams (seq2seq/streams.py) give each stream its own seeded generator, so
+    the masks, and the run, do not depend on how the threads interleave. One per model;
+    every dropout reads it."""
 
-    def __init__(self, p: float = 0.5):
+    _ids = itertools.count()
+
+    def __init__(self):
+        self._var = contextvars.ContextVar(f"seq2seq-dropout-{next(self._ids)}", default=None)
+
+    def generator(self) -> torch.Generator | None:
+        return self._var.get()
+
+    @contextlib.contextmanager
+    def use(self, generator: torch.Generator):
+        token = self._var.set(generator)
+        try:
+            yield
+        finally:
+            self._var.reset(token)
+
+    def __deepcopy__(self, memo):            # a copied model draws from the global generator
+        return DropoutRandomness()
+
+
+def dropout(x: torch.Tensor, p: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Training dropout with the mask drawn as uniform < keep: nn.Dropout's distribution,
+    but on the CPU torch.rand is several times faster than the bernoulli_ nn.Dropout draws
+    (2.2 vs 0.4 ms for a [128, 896] mask here)."""
+    if p == 0.0:
+        return x
+    # the mask as floats 0 or 1/(1-p) from an in-place compare: multiplying by a bool
+    # mask promotes it element by element, about twice as slow on the CPU
+    scale = torch.rand(x.shape, device=x.device, generator=generator).ge_(p).mul_(1.0 / (1.0 - p))
+    return x * scale.to(x.dtype)
+
+
+class FastDropout(torch.nn.Module):
+    """nn.Dropout through `dropout` above, its masks from the model's DropoutRandomness.
+    Identity in eval mode."""
+
+    def __init__(self, p: float = 0.5, randomness: DropoutRandomness | None = None):
         super().__init__()
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
         self.p = p
+        self.randomness = randomness or DropoutRandomness()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        # the mask as floats 0 or 1/(1-p) from an in-place compare: multiplying by a bool
-        # mask promotes it element by element, about twice as slow on the CPU
-        scale = torch.rand(x.shape, device=x.device).ge_(self.p).mul_(1.0 / (1.0 - self.p))
-        return x * scale.to(x.dtype)
+        return dropout(x, self.p, self.randomness.generator())
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

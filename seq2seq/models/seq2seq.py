@@ -12,7 +12,7 @@ from ..config import ModelConfig
 from .decoder import DECODERS, Memory, State
 from .encoder import RNNEncoder
 from .fused_loss import linear_cross_entropy
-from .kernels import InferenceSwitch
+from .kernels import DropoutRandomness, FastDropout, InferenceSwitch
 
 # arch -> (encoder cell, bidirectional encoder)
 PRECISIONS = ("float32", "bf16")   # Seq2Seq.loss's fast path
@@ -37,9 +37,13 @@ class Seq2Seq(nn.Module):
 
         # one inference switch for every part (models/kernels.py); off until inference()
         self.inference_switch = InferenceSwitch()
+        # one source of dropout masks for every dropout (training's streams set it per thread)
+        self.dropout_randomness = DropoutRandomness()
         for m in self.modules():
             if hasattr(m, "kernels"):
                 m.kernels.mode = self.inference_switch
+            if isinstance(m, FastDropout):
+                m.randomness = self.dropout_randomness
 
     @contextlib.contextmanager
     def inference(self):

@@ -1,0 +1,58 @@
+"""nn.LSTM / nn.GRU with the dropout between their layers drawn like every other dropout.
+
+nn.LSTM(num_layers > 1, dropout=p) draws its between-layer masks from torch's global
+generator inside one C++ call, so no caller can say where they come from. In training,
+`run_rnn` runs such an RNN a layer at a time, through the same ATen kernels and the
+module's own weights, with `kernels.dropout` on every layer's output but the last (nn.LSTM's
+equations) and the mask from the model's DropoutRandomness: training's streams then stay
+deterministic (seq2seq/streams.py). Everything else goes to the module unchanged."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch import _VF
+from torch.nn.utils.rnn import PackedSequence
+
+from .kernels import DropoutRandomness, dropout
+
+
+def run_rnn(rnn: nn.RNNBase, x, hx, randomness: DropoutRandomness):
+    """rnn(x, hx): x a batch-first [B, T, In] tensor or a PackedSequence; hx as the module
+    takes it (None, h [L * dirs, B, H], or (h, c) for an LSTM). Returns what the module returns."""
+    if not (rnn.training and rnn.num_layers > 1 and rnn.dropout > 0 and torch.is_grad_enabled()):
+        return rnn(x, hx)
+    lstm = isinstance(rnn, nn.LSTM)
+    if not lstm and not isinstance(rnn, nn.GRU):
+        return rnn(x, hx)
+    if getattr(rnn, "proj_size", 0):
+        raise ValueError("run_rnn: LSTMs with projections are not supported")
+    dirs = 2 if rnn.bidirectional else 1
+    packed = isinstance(x, PackedSequence)
+    data = x.data if packed else x
+    if hx is None:
+        batch = int(x.batch_sizes[0]) if packed else x.size(0 if rnn.batch_first else 1)
+        zeros = data.new_zeros(rnn.num_layers * dirs, batch, rnn.hidden_size)
+        hx = (zeros, zeros.clone()) if lstm else zeros
+    elif packed and x.sorted_indices is not None:       # nn.RNNBase.permute_hidden
+        hx = tuple(h.index_select(1, x.sorted_indices) for h in hx) if lstm else hx.index_select(1, x.sorted_indices)
+    per_layer = len(rnn._flat_weights) // rnn.num_layers
+    generator = randomness.generator()
+    finals = []
+    for layer in range(rnn.num_layers):
+        weights = rnn._flat_weights[layer * per_layer:(layer + 1) * per_layer]
+        rows = slice(layer * dirs, (layer + 1) * dirs)
+        h0 = tuple(h[rows] for h in hx) if lstm else hx[rows]
+        cell = _VF.lstm if lstm else _VF.gru
+        if packed:
+            out = cell(data, x.batch_sizes, h0, weights, rnn.bias, 1, 0.0, True, rnn.bidirectional)
+        else:
+            out = cell(data, h0, weights, rnn.bias, 1, 0.0, True, rnn.bidirectional, rnn.batch_first)
+        data, final = out[0], out[1:]                    # final: (h,) or (h, c), [dirs, B, H] each
+        finals.append(final)
+        if layer + 1 < rnn.num_layers:
+            data = dropout(data, rnn.dropout, generator)
+    final = tuple(torch.cat([f[i] for f in finals], 0) for i in range(len(finals[0])))   # [L * dirs, B, H]
+    if packed and x.unsorted_indices is not None:
+        final = tuple(h.index_select(1, x.unsorted_indices) for h in final)
+    output = PackedSequence(data, x.batch_sizes, x.sorted_indices, x.unsorted_indices) if packed else data
+    return output, (final if lstm else final[0])
