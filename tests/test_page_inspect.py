@@ -113,7 +113,7 @@ def test_translate_page_attention_beam_prefix_and_saliency():
 
 
 def test_translate_page_decoding_options_forbid_unk_and_go_in_the_url():
-    text = "Ein Cowboy bandagiert seinen Arm."          # the shipped model writes <unk> for "bandagiert"
+    text = "Leute bewundern ein Kunstwerk."      # greedy: "People are <unk> a piece of art."; no <unk>: "admiring"
     at = open_page("pages/translate.py", {"text": text, "model": "translate-bahdanau"})
     assert not at.exception
     assert "<unk>" in at.code[0].value

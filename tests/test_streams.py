@@ -204,7 +204,7 @@ def test_run_rnn_packed_matches_the_module_without_dropout():
 def test_a_seeded_run_on_two_streams_matches_one_and_repeats_itself():
     def history(streams, dropout=0.0, arch="bahdanau"):
         cfg = TrainConfig(task="reverse", epochs=2, batch_size=64, lr=3e-3, patience=0, seed=3, reverse_max_len=6,
-                          reverse_train_size=256, reverse_val_size=64, streams=streams,
+                          reverse_train_size=128, reverse_val_size=32, streams=streams,
                           teacher_forcing=TeacherForcingConfig(kind="constant", ratio=0.5))
         model_cfg = ModelConfig(arch=arch, emb_dim=8, hidden_dim=16, attn_dim=8, dropout=dropout)
         model, card = train(model_cfg, cfg, None, load_task_data(cfg, None, None), torch.device("cpu"),
