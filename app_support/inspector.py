@@ -54,8 +54,9 @@ def controls(task: str, entries: list[dict]):
                                 on_change=save_state, args=(f"{k}.alpha",), disabled=beam == 1,
                                 help="Beam search ranks log P(output) / length^α: 0 favours short outputs, "
                                      "1 is the per-word average. Greedy decoding has no use for it.")
-        no_unk = c2.toggle("Never write <unk>", key=f"{k}.no_unk", on_change=save_state, args=(f"{k}.no_unk",),
-                           help="Forbid the unknown-word token: the model's best real word is written instead. "
+        no_unk = c2.toggle("No <unk>", key=f"{k}.no_unk", on_change=save_state, args=(f"{k}.no_unk",),
+                           help="Never write the unknown-word token <unk>: the model's best real word is written "
+                                "instead. "
                                 "The test-set BLEU of a model whose card says \"no <unk>\" is measured this way.")
         prefix = st.text_input("Force the output to start with (optional)", key=f"{k}.prefix",
                                on_change=save_state, args=(f"{k}.prefix",),
@@ -81,10 +82,11 @@ def render_inspector(task: str) -> None:
 
     st.caption("Output" + (" (the first words forced)" if forced else ""))
     st.code(result.text if result.output_tokens else "(the model wrote nothing)", language=None, wrap_lines=True)
-    cols = st.columns(4)
+    cols = st.columns([1.4, 1.4, 4.4, 1.6])   # the decoding's label is the longest ("beam 5, α 0.8, no <unk>")
     cols[0].metric("output tokens", len(result.output_tokens))
     cols[1].metric("log-probability", f"{result.log_prob:.2f}")
-    cols[2].metric("decoding", Decoding(beam, options["alpha"], options["no_unk"]).label)
+    decoding = Decoding(beam, options["alpha"], options["no_unk"]).label
+    cols[2].metric("decoding", decoding, help=decoding)
     cols[3].metric("alignment", result.alignment_kind)
     if not result.finished:
         st.warning(f"The model did not end its output within {translator.cfg.max_out_len} tokens; it was cut there.")
