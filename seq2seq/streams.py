@@ -2,8 +2,8 @@
 
 A decoder step is a handful of small matrix products ([128, 320] x [320, 960] for
 translate-bahdanau) that two OpenMP threads share badly: measured on the 2-core EPYC, the
-fast path ran 1.77x the tutorial loop with both threads on one batch, and 3.06x with the
-batch cut in two halves, each half's forward and backward on its own thread with one
+fast path ran 1.4-1.8x the tutorial loop with both threads on one batch, and 2.5-3.1x with
+the batch cut in two halves, each half's forward and backward on its own thread with one
 intra-op thread (PyTorch releases the GIL inside its ops, and the backward runs in C++).
 
 The split changes neither the loss nor the gradient: the batch loss is the mean over its
@@ -13,8 +13,9 @@ thread finishes first). What could depend on thread timing is kept out of the th
 the teacher-forcing coins are drawn for the whole batch before the split (so the
 tutorials' one-coin-per-step rule still holds across parts), and each part draws its
 dropout masks from its own generator, seeded from the state of torch's global generator on
-the calling thread, which it does not advance (models/kernels.py DropoutRandomness). A run is as reproducible as with one stream,
-but its dropout masks are other ones; parity tests compare the two without dropout."""
+the calling thread, which it does not advance (models/kernels.py DropoutRandomness). A run
+is as reproducible as with one stream, but its dropout masks are other ones; the parity
+tests compare the two without dropout."""
 from __future__ import annotations
 
 import hashlib
