@@ -19,6 +19,7 @@ from typing import Any, Callable
 import streamlit as st
 
 from seq2seq.checkpoint import list_checkpoints, read_card
+from seq2seq.config import Decoding
 from seq2seq.errors import CheckpointError, InputError, Seq2SeqError
 
 from .constants import ARCH_LABELS, EXAMPLES, INPUT_LABELS, TASK_LABELS  # noqa: F401 - used here and by views
@@ -155,6 +156,14 @@ def set_state(key: str, value: Any) -> None:
 
 def kept(key: str, default: Any = None) -> Any:
     return st.session_state.get(_keep(key), default)
+
+
+def decoding_query(decoding: Decoding) -> dict:
+    """The Translate page's URL parameters for a decoding; None where it is the default (set_url
+    and the Test set page's links leave those out)."""
+    return {"beam": decoding.beam if decoding.beam != 1 else None,
+            "alpha": f"{decoding.alpha:g}" if decoding.alpha != 1.0 else None,
+            "no_unk": 1 if decoding.no_unk else None}
 
 
 def set_url(**params) -> None:

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from seq2seq import figures
-from seq2seq.decoding import Decoding
+from seq2seq.config import Decoding
 from seq2seq.report import TUTORIAL_REFERENCE
 
 from .cards import number, trained_on

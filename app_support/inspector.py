@@ -7,11 +7,11 @@ import streamlit as st
 
 from seq2seq import figures
 from seq2seq.alignment import diagonality, reads_pieces, row_entropy, word_columns
-from seq2seq.decoding import Decoding
+from seq2seq.config import Decoding
 from seq2seq.translate import MAX_ALPHA
 
-from .common import (decode_for_page, init_state, model_entries, model_label, save_state, set_url, sidebar_settings,
-                     text_with_examples)
+from .common import (decode_for_page, decoding_query, init_state, model_entries, model_label, save_state, set_url,
+                     sidebar_settings, text_with_examples)
 from .constants import EXAMPLES, default_model
 from .step_view import init_step, render_attribution_tab, render_step_tab
 from .training_view import render_training_tab
@@ -37,7 +37,8 @@ def controls(task: str, entries: list[dict]):
     init_state(f"{k}.text", EXAMPLES[task][0], query="text")
     init_state(f"{k}.model", default_model(names, (task,)), query="model", valid=lambda v: v in names)
     init_state(f"{k}.beam", 1, query="beam", cast=int, valid=lambda v: isinstance(v, int) and 1 <= v <= 10)
-    init_state(f"{k}.alpha", 1.0, query="alpha", cast=float, valid=lambda v: isinstance(v, float) and 0 <= v <= MAX_ALPHA)
+    init_state(f"{k}.alpha", 1.0, query="alpha", cast=float,
+               valid=lambda v: isinstance(v, float) and 0 <= v <= MAX_ALPHA)
     init_state(f"{k}.no_unk", False, query="no_unk", cast=lambda v: v in ("1", "true", True),
                valid=lambda v: isinstance(v, bool))
     init_state(f"{k}.prefix", "", query="prefix")
@@ -61,10 +62,9 @@ def controls(task: str, entries: list[dict]):
         prefix = st.text_input("Force the output to start with (optional)", key=f"{k}.prefix",
                                on_change=save_state, args=(f"{k}.prefix",),
                                help="Type the first output words; the model continues from there.")
-    alpha = float(alpha) if beam != 1 else 1.0
-    set_url(text=text, model=model, beam=beam if beam != 1 else None, alpha=f"{alpha:g}" if alpha != 1.0 else None,
-            no_unk=1 if no_unk else None, prefix=prefix)
-    return text, by_name[model], beam, prefix, {"alpha": alpha, "no_unk": bool(no_unk)}
+    decoding = Decoding(beam, float(alpha), bool(no_unk))          # greedy: alpha back to 1
+    set_url(text=text, model=model, **decoding_query(decoding), prefix=prefix)
+    return text, by_name[model], decoding, prefix
 
 
 def render_inspector(task: str) -> None:
@@ -73,8 +73,10 @@ def render_inspector(task: str) -> None:
     if not entries:
         st.error("No checkpoints for this task were found in checkpoints/.")
         return
-    text, entry, beam, prefix, options = controls(task, entries)
-    decoded = decode_for_page(entry, text, beam, settings["topk"], prefix=prefix, **options)
+    text, entry, decoding, prefix = controls(task, entries)
+    beam = decoding.beam
+    decoded = decode_for_page(entry, text, beam, settings["topk"], prefix=prefix, alpha=decoding.alpha,
+                              no_unk=decoding.no_unk)
     if decoded is None:
         return
     translator, result = decoded
@@ -85,8 +87,7 @@ def render_inspector(task: str) -> None:
     cols = st.columns([1.4, 1.4, 4.4, 1.6])   # the decoding's label is the longest ("beam 5, α 0.8, no <unk>")
     cols[0].metric("output tokens", len(result.output_tokens))
     cols[1].metric("log-probability", f"{result.log_prob:.2f}")
-    decoding = Decoding(beam, options["alpha"], options["no_unk"]).label
-    cols[2].metric("decoding", decoding, help=decoding)
+    cols[2].metric("decoding", decoding.label, help=decoding.label)
     cols[3].metric("alignment", result.alignment_kind)
     if not result.finished:
         st.warning(f"The model did not end its output within {translator.cfg.max_out_len} tokens; it was cut there.")

@@ -11,12 +11,13 @@ import pandas as pd
 import streamlit as st
 
 from seq2seq import figures
+from seq2seq.config import Decoding
 from seq2seq.corpus import (ATTENTION_COLUMNS, DEFINITIONS, ORDERS, STATISTICS, CorpusFileMissing, corpus_frame,
                             correlation, long_frame, read_corpus_file, sorted_rows, summary)
 from seq2seq.errors import Seq2SeqError
 
-from .common import (ARCH_LABELS, file_slug, guarded, init_state, model_entries, save_state, show_altair,
-                     sidebar_settings)
+from .common import (ARCH_LABELS, decoding_query, file_slug, guarded, init_state, model_entries, save_state,
+                     show_altair, sidebar_settings)
 
 SPLIT = "test2016"
 TRANSLATE_PAGE = "translate"          # the Translate page's URL path (pages/translate.py)
@@ -30,15 +31,8 @@ def translate_url(source: str, model: str, decoding: dict | None) -> str:
     """A link (relative to the app's base URL) that opens the Translate page on a sentence,
     with the model and the decoding the statistics were made with (beam width, length
     exponent, <unk> forbidden or not), so the page shows the same output."""
-    params = {"text": source, "model": model}
-    decoding = decoding or {}
-    beam = int(decoding.get("beam") or 1)
-    if beam != 1:
-        params["beam"] = beam
-        if decoding.get("alpha") not in (None, 1.0):
-            params["alpha"] = f"{float(decoding['alpha']):g}"
-    if decoding.get("no_unk"):
-        params["no_unk"] = 1
+    params = {"text": source, "model": model,
+              **{k: v for k, v in decoding_query(Decoding.from_card(decoding)).items() if v is not None}}
     return f"{TRANSLATE_PAGE}?{urlencode(params, quote_via=quote)}"
 
 

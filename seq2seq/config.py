@@ -123,3 +123,59 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "TrainConfig":
         return _from_dict(cls, data)
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How a corpus is decoded, as a card's metrics record it: beam width (1 = greedy),
+    beam search's length exponent, and whether <unk> may be output."""
+    beam: int = 1
+    alpha: float = 1.0
+    no_unk: bool = False
+
+    def __post_init__(self):
+        if self.beam < 1 or self.alpha < 0:
+            raise ValueError(f"beam must be >= 1 and alpha >= 0, got beam {self.beam}, alpha {self.alpha}")
+        if self.beam == 1:                  # width 1 is greedy whatever the exponent
+            object.__setattr__(self, "alpha", 1.0)
+
+    @property
+    def key(self) -> str:
+        """by_decoding's name: "beam5", "beam10-alpha0.8", "beam10-alpha0.8-nounk"."""
+        return (f"beam{self.beam}" + ("" if self.alpha == 1.0 else f"-alpha{self.alpha:g}")
+                + ("-nounk" if self.no_unk else ""))
+
+    @property
+    def label(self) -> str:
+        """For people: "greedy", "beam 10", "beam 10, α 0.8, no <unk>"."""
+        parts = ["greedy" if self.beam == 1 else f"beam {self.beam}"]
+        if self.alpha != 1.0:
+            parts.append(f"α {self.alpha:g}")
+        if self.no_unk:
+            parts.append("no <unk>")
+        return ", ".join(parts)
+
+    def card_entry(self) -> dict:
+        """metrics[SPLIT]["decoding"]: no_unk only where set (older cards have no such key)."""
+        return {"beam": self.beam, "alpha": self.alpha if self.beam > 1 else None,
+                **({"no_unk": True} if self.no_unk else {})}
+
+    @classmethod
+    def from_card(cls, entry: dict | None) -> "Decoding":
+        entry = entry or {}
+        return cls(int(entry.get("beam") or 1), float(entry.get("alpha") or 1.0), bool(entry.get("no_unk", False)))
+
+    @classmethod
+    def parse_list(cls, text: str) -> list["Decoding"]:
+        """"1,5,10:0.8,10:0.8:no-unk" -> one Decoding each: beam, beam:alpha, and :no-unk
+        after either to forbid <unk>. ValueError on anything else."""
+        out = []
+        for part in text.split(","):
+            fields = part.strip().split(":")
+            no_unk = fields[-1] == "no-unk"
+            if no_unk:
+                fields.pop()
+            if not 1 <= len(fields) <= 2:
+                raise ValueError(f"{part.strip()!r}: expected beam, beam:alpha, optionally :no-unk")
+            out.append(cls(int(fields[0]), float(fields[1]) if len(fields) == 2 else 1.0, no_unk))
+        return out

@@ -37,6 +37,7 @@ import numpy as np
 
 from .alignment import average_ranks, reads_pieces, word_columns
 from .cli import ArgumentParser, device_arg, run_main
+from .config import Decoding
 from .errors import CheckpointError, Seq2SeqError
 from .subword import join_pieces
 
@@ -157,8 +158,8 @@ def correlation(xs, ys) -> dict:
 
 
 # ------------------------------------------------------------------ decoding a split
-def decode_with_attention(model, sources: list[list[int]], device, beam: int = 1, alpha: float = 1.0,
-                          batch_size: int = 128, coverage_weight: float = 0.0, no_unk: bool = False) -> list:
+def decode_with_attention(model, sources: list[list[int]], device, decoding: Decoding = Decoding(),
+                          batch_size: int = 128, coverage_weight: float = 0.0) -> list:
     """Hypotheses (tokens and attention) for every source, in input order. The batches are
     those of evaluate.decode_corpus (sorted by length, batch_size // beam sentences), so the
     outputs are the ones the card's BLEU was measured on."""
@@ -169,6 +170,7 @@ def decode_with_attention(model, sources: list[list[int]], device, beam: int = 1
 
     model.eval()
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    beam = decoding.beam
     bs = max(1, batch_size // beam)
     out = [None] * len(sources)
     with torch.inference_mode():
@@ -176,11 +178,11 @@ def decode_with_attention(model, sources: list[list[int]], device, beam: int = 1
             idx = order[start: start + bs]
             batch = collate([sources[i] for i in idx], [[] for _ in idx], idx)
             if beam == 1:
-                hyps = greedy_decode(model, batch.src.to(device), batch.src_lens, topk=1, no_unk=no_unk)
+                hyps = greedy_decode(model, batch.src.to(device), batch.src_lens, topk=1, no_unk=decoding.no_unk)
             else:
                 extra = {"coverage": coverage_weight} if coverage_weight else {}   # the card names a coverage penalty
-                hyps = beam_search(model, batch.src.to(device), batch.src_lens, beam=beam, alpha=alpha, topk=1,
-                                   no_unk=no_unk, **extra)
+                hyps = beam_search(model, batch.src.to(device), batch.src_lens, beam=beam, alpha=decoding.alpha,
+                                   topk=1, no_unk=decoding.no_unk, **extra)
             for i, h in zip(idx, hyps):
                 out[i] = h
     return out
@@ -189,7 +191,6 @@ def decode_with_attention(model, sources: list[list[int]], device, beam: int = 1
 def corpus_statistics(ck, split_data: dict, split: str, device, command: str) -> dict:
     """The corpus file's content for a loaded translation checkpoint and one tokenized split
     ({"de": token lists, "en": token lists, ...})."""
-    from .decoding import Decoding
     from .evaluate import bleu_scores
 
     if ck.task != "translate":
@@ -197,12 +198,11 @@ def corpus_statistics(ck, split_data: dict, split: str, device, command: str) ->
                            f"this one is a {ck.task!r} model")
     dec = ck.card.get("metrics", {}).get(split, {}).get("decoding") or {}
     decoding = Decoding.from_card(dec)
-    beam, alpha = decoding.beam, decoding.alpha
-    coverage_weight = float(dec.get("coverage") or 0.0) if beam > 1 else 0.0
+    coverage_weight = float(dec.get("coverage") or 0.0) if decoding.beam > 1 else 0.0
     src_tok = [ck.src_vocab.segment(s)[: ck.model.cfg.max_src_len] for s in split_data["de"]]   # the model's tokens
     refs = split_data["en"]
-    hyps = decode_with_attention(ck.model, [ck.src_vocab.encode(s) for s in src_tok], device, beam, alpha,
-                                 coverage_weight=coverage_weight, no_unk=decoding.no_unk)
+    hyps = decode_with_attention(ck.model, [ck.src_vocab.encode(s) for s in src_tok], device, decoding,
+                                 coverage_weight=coverage_weight)
     out_tok = [ck.tgt_vocab.decode(h.tokens) for h in hyps]
     has_attention = ck.model.cfg.has_attention
     columns = {k: [] for k in COLUMNS}

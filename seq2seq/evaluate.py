@@ -22,9 +22,10 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 import torch.nn.functional as F
 
-from .cli import ArgumentParser, device_arg, positive_int, run_main
+from .cli import ArgumentParser, device_arg, non_negative_float, positive_int, run_main
 from .data import PairDataset, collate, generate_reversal, tokenized_multi30k
-from .decoding import Decoding, beam_search, greedy_decode
+from .config import Decoding
+from .decoding import beam_search, greedy_decode
 from .errors import Seq2SeqError
 from .models import Seq2Seq
 from .presets import DATA_DIR, EVAL_SEED
@@ -149,16 +150,6 @@ def choose_decoding(model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab, splits: 
                     "by_decoding": {d.key: {k: r[k] for k in ("bleu", "sacrebleu", "decode_seconds")}
                                     for d, r in runs.items()}}
             for split, runs in metrics.items()}
-
-
-def _alpha_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
-    return value
 
 
 def _parse_decodings(text: str) -> list[Decoding]:
@@ -292,7 +283,7 @@ def main(argv=None) -> int:
     p.add_argument("--cache", default=None, help="token cache (JSON.gz) to read instead of tokenizing")
     p.add_argument("--split", choices=["val", "test2016"], default="test2016")
     p.add_argument("--beam", type=positive_int, default=None, help="beam width (default: the card's decoding)")
-    p.add_argument("--alpha", type=_alpha_arg, default=None, help="length-normalization exponent")
+    p.add_argument("--alpha", type=non_negative_float, default=None, help="length-normalization exponent")
     p.add_argument("--no-unk", choices=["yes", "no"], default=None,
                    help="translation: forbid <unk> in the output (default: the card's decoding)")
     p.add_argument("--lengths", type=_parse_lengths, default=_parse_lengths("1-30"), help="reversal: e.g. 1-30")

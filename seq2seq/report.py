@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .card import Card
 from .checkpoint import list_checkpoints, read_card
+from .config import Decoding
 from .errors import CheckpointError, Seq2SeqError
 from .subword import source_units
 
@@ -67,7 +68,6 @@ def rows(root: Path) -> tuple[list[dict], list[str]]:
 
 
 def translation_table(items) -> str:
-    from .decoding import Decoding
     lines = ["| model | params | size on disk | German read as | BLEU (tutorial form) | sacreBLEU | "
              "test PPL (teacher-forced) | decoding | trained on | training | stopped |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]

@@ -23,7 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from .config import TrainConfig
 from .data import Batch
+from .distributed import current_dist
 from .models import Seq2Seq
 from .threads import set_this_threads_count
 
@@ -46,6 +48,14 @@ def default_streams(device: torch.device, batch_size: int, threads: int | None =
         return 1
     threads = torch.get_num_threads() if threads is None else threads
     return max(1, min(threads, batch_size // MIN_ROWS_PER_STREAM))
+
+
+def training_streams(cfg: TrainConfig, device) -> int:
+    """The streams a training run uses: --streams, or default_streams for 0; one under
+    torchrun, where every rank is a process of its own."""
+    if current_dist().enabled:
+        return 1
+    return cfg.streams or default_streams(device, cfg.batch_size)
 
 
 class TrainingStreams:

@@ -11,8 +11,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import device_provenance, git_commit
-from .config import ModelConfig, TrainConfig
-from .decoding import Decoding
+from .config import Decoding, ModelConfig, TrainConfig
 from .evaluate import choose_decoding, evaluate_reversal, mean_over
 from .presets import EVAL_SEED
 from .schedules import COIN_RULES, describe
@@ -40,10 +39,10 @@ def training_provenance(device: torch.device, cfg: TrainConfig, wall: float, dat
             "trained_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "wall_seconds": round(wall, 1), "seed": cfg.seed, "data": data.data_note}
     if device.type == "cpu":
-        from .streams import default_streams
+        from .streams import training_streams
         prov.update(cpu_model=cpu_model_name(), cpu_native_bf16=cpu_has_native_bf16(),
                     cpu_threads=torch.get_num_threads(),
-                    streams=cfg.streams or default_streams(device, cfg.batch_size))
+                    streams=training_streams(cfg, device))
     return prov
 
 

@@ -28,7 +28,7 @@ from .models import Seq2Seq, TrainingLoss, build_model
 from .models.output import cpu_has_native_bf16
 from .schedules import teacher_forcing_ratio
 from .snapshots import SNAPSHOT_EPOCHS, first_snapshot_batch, prune_snapshots
-from .streams import TrainingStreams, default_streams
+from .streams import TrainingStreams, training_streams
 from .task_data import TaskData
 from .train_card import make_card, snapshot_base_card
 from .train_state import STATE_JSON, apply_state, load_best_weights, read_state, save_state
@@ -313,8 +313,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | None, data: T
                        clock())
         model.train()
 
-    # one stream under torchrun (each rank is its own process) or on a GPU
-    streams = TrainingStreams(model, 1 if ddp.enabled else (cfg.streams or default_streams(device, cfg.batch_size)))
+    streams = TrainingStreams(model, training_streams(cfg, device))
     precision, notice = training_precision(cfg, device)
     if notice and ddp.is_main:
         print(f"note: {notice}", file=sys.stderr)

@@ -21,7 +21,7 @@ import torch
 
 from .attribution import ATTRIBUTION_METHODS, attribution_report, gradient_saliency
 from .checkpoint import LoadedCheckpoint, load_checkpoint
-from .cli import ArgumentParser, non_negative_int, one_line, positive_int, run_main
+from .cli import ArgumentParser, finite_float, non_negative_int, one_line, positive_int, run_main
 from .data import collate
 from .decoding import Hypothesis, decode
 from .errors import InputError, Seq2SeqError
@@ -191,18 +191,6 @@ class Translator:
         return out
 
 
-def _float_arg(text: str) -> float:
-    import argparse
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not np.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
-    return value
-
-
 def load_translator(checkpoint, snapshot: int | None = None, device="cpu") -> Translator:
     """The checkpoint, or its snapshot NN (seq2seq/snapshots.py)."""
     if snapshot is None:
@@ -215,9 +203,9 @@ def main(argv=None) -> int:
     p.add_argument("checkpoint", help="checkpoint directory, e.g. checkpoints/translate-bahdanau")
     p.add_argument("text", help="the sentence to translate (or the sequence to reverse)")
     p.add_argument("--beam", type=int, default=1, help=f"beam width, 1 (greedy) to {MAX_BEAM}")
-    p.add_argument("--alpha", type=_float_arg, default=1.0,
+    p.add_argument("--alpha", type=finite_float, default=1.0,
                    help=f"beam search's length-normalization exponent, 0 to {MAX_ALPHA:g} (default 1)")
-    p.add_argument("--coverage", type=_float_arg, default=0.0,
+    p.add_argument("--coverage", type=finite_float, default=0.0,
                    help=f"beam search's coverage penalty weight beta (GNMT), 0 to {MAX_COVERAGE:g} (default 0)")
     p.add_argument("--no-unk", action="store_true", help="never output <unk> (the model's best other word instead)")
     p.add_argument("--prefix", default=None, help="force the output to start with these words")

@@ -7,7 +7,8 @@ from urllib.parse import parse_qs, urlparse
 import pytest
 import torch
 
-from seq2seq.decoding import Decoding, banned_ids, beam_search, greedy_decode
+from seq2seq.config import Decoding
+from seq2seq.decoding import banned_ids, beam_search, greedy_decode
 from seq2seq.evaluate import _parse_decodings, decode_corpus
 from seq2seq.vocab import EOS_ID, PAD_ID, SOS_ID, UNK_ID
 
