@@ -645,9 +645,11 @@ def render_translation_replay(sweeps: dict[str, Path], results: dict | None, res
                           on_change=save_state, args=("tf.tr.b",))
     if from_sweep:
         trained = len({r["setting"] for r in t_results.get("runs") or [] if not r.get("error")})
+        policies = len(t_results.get("settings") or [])
         so_far = ("" if t_results.get("complete", True) else
-                  f"; the sweep is not finished ({trained} of its {len(t_results.get('settings') or [])} policies "
-                  "trained so far), so this is the best so far")
+                  f"; the sweep is not finished ({trained} of its {policies} policies trained so far), so this is "
+                  "the best so far" if trained < policies else
+                  "; every policy has its first seed, the extra seeds are still to train")
         st.caption(f"By default: the translation sweep's constant 1 run (teacher forcing throughout) and its best "
                    f"scheduled policy ({defaults['policy']}, by mean free-running validation BLEU{so_far}), seed 1 "
                    "where it was kept.")

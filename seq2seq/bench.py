@@ -353,10 +353,14 @@ def cpu_description() -> dict:
     return {"model": cpu_model_name(), "native_bf16": cpu_has_native_bf16(), "threads": torch.get_num_threads()}
 
 
-def _train_model(cfg: ModelConfig, device):
+def _train_model(cfg: ModelConfig, device, ours: bool = True):
+    """A model and its optimizer: the training command's (fused Adam) for ours, the
+    tutorials' plain Adam for the baseline."""
+    from .trainer import build_optimizer
+
     torch.manual_seed(0)
     model = build_model(cfg).to(device).train()
-    return model, torch.optim.Adam(model.parameters(), lr=1e-3)
+    return model, (build_optimizer(model, 1e-3) if ours else torch.optim.Adam(model.parameters(), lr=1e-3))
 
 
 def _time_steps(step, batches, device) -> float:
@@ -384,7 +388,7 @@ def bench_arch_training(cfg: ModelConfig, batches: list, device, repeats: int, w
     for label, ratio in (("tf", 1.0), ("ss", 0.5)):
         ways = {}
         for way in ("baseline",) + training_precisions(device):
-            model, opt = _train_model(cfg, device)
+            model, opt = _train_model(cfg, device, ours=way != "baseline")
             random.seed(0)
             streams = TrainingStreams(model, n_streams)
             pools.append(streams)

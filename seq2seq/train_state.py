@@ -43,7 +43,12 @@ def apply_state(tensors: dict[str, torch.Tensor], info: dict, model, optimizer) 
         if k.startswith("optim."):
             _, pid, key = k.split(".", 2)
             opt_state.setdefault(int(pid), {})[key] = v
-    optimizer.load_state_dict({"state": opt_state, "param_groups": info["param_groups"]})
+    # the saved hyper-parameters (lr after decays, betas), with this optimizer's choice of
+    # implementation: a state saved by plain Adam resumes on the fused kernel and back
+    how = ("fused", "foreach", "capturable", "differentiable")
+    groups = [{**saved, **{k: now[k] for k in how if k in now}}
+              for saved, now in zip(info["param_groups"], optimizer.param_groups)]
+    optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
     torch.set_rng_state(tensors["rng.cpu"])
     if torch.cuda.is_available():
         cuda_states = [tensors[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count()) if f"rng.cuda.{i}" in tensors]

@@ -36,6 +36,18 @@ from .train_state import STATE_JSON, apply_state, load_best_weights, read_state,
 LOG_EVERY = 20      # batches between progress updates (one device sync each)
 
 
+def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float = 0.0) -> torch.optim.Adam:
+    """Adam with torch's fused kernel (one pass over each weight instead of a dozen
+    elementwise ops: about 9% of a translate-gru step on the CPU). The fused kernel updates
+    weights without bumping their version counters, which the inference caches key on
+    (models/kernels.py weight_key): a post-step hook bumps them, or a validation after an
+    update would decode with the weights of before it."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    optimizer.register_step_post_hook(lambda opt, args, kwargs: torch.autograd.graph.increment_version(params))
+    return optimizer
+
+
 def choose_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -290,7 +302,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | None, data: T
     set_seed(cfg.seed)
     model_cfg.src_vocab_size, model_cfg.tgt_vocab_size = len(data.src_vocab), len(data.tgt_vocab)
     model = build_model(model_cfg).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
     state_path = Path(state_dir) if state_dir else None
     average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
     run = restore_run(state_path, model, optimizer, cfg, device, average) if resume else RunState()

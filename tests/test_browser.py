@@ -144,6 +144,10 @@ def test_exposure_replay_charts_keep_their_plot_height(server, browser):
         pg.get_by_role("tab", name="Exposure-bias replay").click()
         wait_idle(pg, timeout=180_000)
         pg.get_by_text("p(gold | gold prefix)").first.wait_for(timeout=120_000)
+        # the caption comes before the two models' replays: wait for both charts (a busy
+        # machine takes seconds per replay), then for their layout to settle
+        pg.wait_for_function("() => document.querySelectorAll(\"[data-testid='stVegaLiteChart']\").length >= 2",
+                             timeout=120_000)
         pg.wait_for_timeout(1500)
         charts = pg.locator("[data-testid='stVegaLiteChart']")
         heights = [b["height"] for b in (charts.nth(i).bounding_box() for i in range(charts.count()))

@@ -270,3 +270,24 @@ def test_a_training_run_frozen_or_killed_at_random_moments_leaves_a_whole_state(
     mc = ModelConfig.from_dict(json.loads((state / STATE_JSON).read_text())["model_config"])
     model = build_model(mc)
     train_mod.load_state(state, model, torch.optim.Adam(model.parameters()))
+
+
+def test_a_state_saved_by_plain_adam_resumes_on_the_fused_kernel(tmp_path):
+    """States written before the trainer used fused Adam resume with their moments and
+    step, on the fused kernel (the saved param_groups do not switch it off)."""
+    from seq2seq.train_state import load_state
+    from seq2seq.trainer import build_optimizer
+
+    model = tiny_model("gru", seed=1)
+    plain = torch.optim.Adam(model.parameters(), lr=3e-3)
+    sum(p.square().sum() for p in model.parameters()).backward()
+    plain.step()
+    save_state(tmp_path, model, plain, {"epoch": 1, "step": 1, "history": []})
+    again = tiny_model("gru", seed=2)
+    fused = build_optimizer(again, lr=1e-3)
+    load_state(tmp_path, again, fused)
+    assert fused.param_groups[0]["fused"] and fused.param_groups[0]["lr"] == 3e-3
+    for p, q in zip(model.parameters(), again.parameters()):
+        assert torch.equal(p, q)
+        assert torch.equal(plain.state[p]["exp_avg"], fused.state[q]["exp_avg"])
+        assert float(plain.state[p]["step"]) == float(fused.state[q]["step"]) == 1.0

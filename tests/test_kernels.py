@@ -122,3 +122,31 @@ def test_inference_mode_needs_eval_mode_and_is_per_thread():
         t.start()
         t.join()
     assert seen["other"] is False and not model.in_inference
+
+
+@needs_onednn
+def test_the_training_optimizer_step_refreshes_the_packed_weights():
+    """The fused Adam kernel updates weights without bumping their version counters; the
+    trainer's optimizer bumps them, so a validation after an update decodes with the new
+    weights, not the packed copies of before it."""
+    from seq2seq.trainer import build_optimizer
+
+    model = tiny_model("bahdanau", seed=3, tgt_vocab=40)
+    src, lens = padded_batch([5, 3, 7, 1, 4, 6], seed=4)
+    prev = torch.full((6,), 5)
+    optimizer = build_optimizer(model, lr=0.05)
+    assert optimizer.param_groups[0]["fused"]
+    with model.inference():
+        memory, state = model.encode(src, lens)
+        before = model.decode_step(prev, state, memory)[0]         # fills the packed cache
+    model.train()
+    sum(p.square().sum() for p in model.parameters()).backward()
+    optimizer.step()
+    model.eval()
+    with torch.inference_mode():
+        memory, state = model.encode(src, lens)
+        ref = model.decode_step(prev, state, memory)[0]
+    with model.inference():
+        got = model.decode_step(prev, state, memory)[0]
+    assert not torch.allclose(ref, before, atol=1e-3)               # the step moved the logits
+    assert torch.allclose(got, ref, atol=1e-5)

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .deferred import DeferredLinear, DeferredScores, DeferredWeightedSum
 from .kernels import PackedLinears, tanh_via_sigmoid
 
 
@@ -30,8 +31,17 @@ class AdditiveAttention(nn.Module):
     def precompute(self, memory: torch.Tensor) -> torch.Tensor:
         return self.kernels.linear(memory, self.w_key.weight, self.w_key.bias)  # [B, S, Hm] -> [B, S, A]
 
-    def forward(self, query, keys, memory, mask):
+    def deferred(self, memory) -> dict:
+        """Training's fast path: what every step multiplies, gradients deferred (deferred.py)."""
+        return {"query": DeferredLinear(self.w_query.weight), "v": DeferredLinear(self.v.weight),
+                "outputs": DeferredWeightedSum(memory.outputs)}
+
+    def forward(self, query, keys, memory, mask, deferred: dict | None = None):
         # query [B, Hq], keys [B, S, A], memory [B, S, Hm], mask [B, S]
+        if deferred is not None:
+            energy = tanh_via_sigmoid(keys + deferred["query"](query).unsqueeze(1))   # [B, S, A]
+            weights = masked_softmax(deferred["v"](energy).squeeze(-1), mask)          # [B, S]
+            return deferred["outputs"](weights), weights                              # [B, Hm]
         q = self.kernels.linear(query, self.w_query.weight)                  # [B, A]
         energy = tanh_via_sigmoid(keys + q.unsqueeze(1))                      # [B, S, A]
         weights = masked_softmax(self.v(energy).squeeze(-1), mask)    # [B, S]
@@ -50,8 +60,15 @@ class GeneralAttention(nn.Module):
     def precompute(self, memory: torch.Tensor) -> torch.Tensor:
         return self.kernels.linear(memory, self.w_a.weight)        # [B, S, Hm] -> [B, S, Hq]
 
-    def forward(self, query, keys, memory, mask):
+    def deferred(self, memory) -> dict:
+        """Training's fast path: what every step multiplies, gradients deferred (deferred.py)."""
+        return {"keys": DeferredScores(memory.keys), "outputs": DeferredWeightedSum(memory.outputs)}
+
+    def forward(self, query, keys, memory, mask, deferred: dict | None = None):
         # query [B, Hq], keys [B, S, Hq]
+        if deferred is not None:
+            weights = masked_softmax(deferred["keys"](query), mask)          # [B, S]
+            return deferred["outputs"](weights), weights                       # [B, Hm]
         scores = torch.bmm(keys, query.unsqueeze(2)).squeeze(2)     # [B, S]
         weights = masked_softmax(scores, mask)                      # [B, S]
         context = torch.bmm(weights.unsqueeze(1).to(memory.dtype), memory).squeeze(1)  # [B, Hm]

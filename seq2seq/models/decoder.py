@@ -25,9 +25,10 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig
 from .attention import AdditiveAttention, GeneralAttention
-from .kernels import FastDropout, PackedLinears, gru_update
+from .deferred import DeferredEmbedding, DeferredLinear, DeferredWeightedSum
+from .kernels import FastDropout, PackedLinears, dropout, gru_update
 from .output import OutputLayer
-from .rnn import run_rnn
+from .rnn import gru_layer_deferred, run_rnn
 
 State = dict  # name -> batch-first tensor
 
@@ -93,24 +94,35 @@ class DecoderBase(nn.Module):
         """A one-layer GRU's input matmul can be split: the embedding's part for all steps."""
         return self.n_layers == 1 and isinstance(self.rnn, nn.GRU)
 
-    def input_projection(self, x: torch.Tensor, memory) -> torch.Tensor | None:
+    def input_projection(self, x: torch.Tensor, consts: dict) -> torch.Tensor | None:
         """x [B, T, E] -> the embedding's part of the GRU input projection, bias included,
-        [B, T, 3H]; None where the RNN can't take it (LSTM, several layers)."""
+        [B, T, 3H]; None where the RNN can't take it (LSTM, several layers). `consts`:
+        `batch_constants`, which hold the weight's columns sliced once per batch."""
         if not self.splits_input_projection():
             return None
-        E = x.size(-1)
-        return F.linear(x, self.rnn.weight_ih_l0[:, :E], self.rnn.bias_ih_l0)
+        if x.dim() == 2:                      # one step's fed-back tokens [B, E] -> [B, 3H]
+            return consts["emb_proj"](x) + self.rnn.bias_ih_l0
+        return F.linear(x, consts["w_emb"], self.rnn.bias_ih_l0)
 
     def batch_constants(self, emb_dim: int, memory) -> dict:
         """What training's fast path computes once per batch for every step. Here: the GRU
-        input weight's columns after the embedding's, sliced once (slicing at every step
-        copies it, and its gradient, every step). Attention decoders add the encoder
-        outputs already multiplied by the weights a context meets: a context is a weighted
-        sum of encoder outputs, so W c = sum_i a_i (W h_i), a [B, S] x [B, S, .] product per
-        step in place of a [B, Hm] x [Hm, .] matmul."""
+        input weight's columns of the embedding and the columns after it, each sliced once
+        (a slice taken at every step copies the weight, and zero-fills and adds a gradient
+        of its full size, every step). Attention decoders add the encoder outputs already
+        multiplied by the weights a context meets: a context is a weighted sum of encoder
+        outputs, so W c = sum_i a_i (W h_i), a [B, S] x [B, S, .] product per step in place
+        of a [B, Hm] x [Hm, .] matmul."""
+        consts = self.input_constants(emb_dim, memory)
+        if consts:      # what every step multiplies, its gradient made once after the loop (deferred.py)
+            consts.update(hh=DeferredLinear(self.rnn.weight_hh_l0), emb_proj=DeferredLinear(consts["w_emb"]))
+        return consts
+
+    def input_constants(self, emb_dim: int, memory) -> dict:
+        """The input weight's columns (embedding's, the rest) sliced once per batch."""
         if not self.splits_input_projection():
             return {}
-        return {"w_rest": self.rnn.weight_ih_l0[:, emb_dim:].contiguous()}
+        w = self.rnn.weight_ih_l0
+        return {"w_emb": w[:, :emb_dim].contiguous(), "w_rest": w[:, emb_dim:].contiguous()}
 
     def train_features(self, tgt_in: torch.Tensor, state, memory, coins: torch.Tensor | None) -> torch.Tensor:
         """All steps' features after dropout, [B, T, D], for the output layer to score at once.
@@ -123,21 +135,22 @@ class DecoderBase(nn.Module):
             return self.dropout(self.teacher_forced_features(tgt_in, state, memory))
         T = tgt_in.size(1)
         x_gold = self.embed(tgt_in)                                     # [B, T, E]
-        pre_gold = self.input_projection(x_gold, memory)                # [B, T, 3H] or None
         consts = self.batch_constants(x_gold.size(-1), memory)
+        pre_gold = self.input_projection(x_gold, consts)                # [B, T, 3H] or None
         # per-step views by unbind: its backward is one stack, where indexing [:, t] would
         # zero-fill and add a whole [B, T, .] gradient at every step
         x_steps = x_gold.unbind(1)
         pre_steps = [None] * T if pre_gold is None else pre_gold.unbind(1)
+        fed_back = None if coins is None else DeferredEmbedding(self.embedding.weight, self.embedding.padding_idx)
         feats, predicted = [], None
         for t in range(T):
             x, pre = x_steps[t], pre_steps[t]
             if predicted is not None:
                 gold = coins[:, t].unsqueeze(1)                         # [B, 1]
-                x_pred = self.embed(predicted)                          # [B, E]
+                x_pred = self.dropout(fed_back(predicted))              # [B, E]
                 x = torch.where(gold, x, x_pred)
                 if pre is not None:
-                    pre = torch.where(gold, pre, self.input_projection(x_pred.unsqueeze(1), memory).squeeze(1))
+                    pre = torch.where(gold, pre, self.input_projection(x_pred, consts))
             f, state, _ = self.features(x, state, memory, None if pre is None else dict(consts, x_proj=pre))
             predicted = None
             if coins is not None:
@@ -164,11 +177,13 @@ class DecoderBase(nn.Module):
         predicted[rows] = self.out.training_argmax(f.detach().index_select(0, rows))
         return predicted
 
-    def gru_from_projection(self, gi: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def gru_from_projection(self, gi: torch.Tensor, h: torch.Tensor,
+                            hh: DeferredLinear | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """A one-layer GRU step whose input projection gi [B, 3H] (bias included) is known:
-        h [B, 1, H] -> output [B, H], new h [B, 1, H]."""
+        h [B, 1, H] -> output [B, H], new h [B, 1, H]. `hh`: W_hh, its gradient deferred."""
         r, h0 = self.rnn, h[:, 0]
-        h1 = gru_update(gi, F.linear(h0, r.weight_hh_l0, r.bias_hh_l0), h0)
+        gh = F.linear(h0, r.weight_hh_l0, r.bias_hh_l0) if hh is None else hh(h0) + r.bias_hh_l0
+        h1 = gru_update(gi, gh, h0)
         return h1, h1.unsqueeze(1)
 
     def rnn_step(self, x: torch.Tensor, h: torch.Tensor, fast: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -177,13 +192,13 @@ class DecoderBase(nn.Module):
         runs the cell with oneDNN's packed matmuls (kernels.py), anything else through
         torch.gru_cell (the same arithmetic as nn.GRU: bitwise equal results).
         `fast` (training's fast path): x_proj, the projection of the embedding's columns
-        (bias included), and w_rest, the input weight's other columns; x then holds only
-        the inputs those other columns multiply."""
+        (bias included), and rest_proj, the input weight's other columns (deferred.py); x
+        then holds only the inputs those other columns multiply."""
         if self.n_layers == 1 and isinstance(self.rnn, nn.GRU):
             r, h0 = self.rnn, h[:, 0]
             if fast is not None:
-                gi = fast["x_proj"] if x.size(-1) == 0 else fast["x_proj"] + F.linear(x, fast["w_rest"])
-                return self.gru_from_projection(gi, h)
+                gi = fast["x_proj"] if x.size(-1) == 0 else fast["x_proj"] + fast["rest_proj"](x)
+                return self.gru_from_projection(gi, h, fast["hh"])
             if self.kernels.applies(x):
                 h1 = gru_update(self.kernels.linear(x, r.weight_ih_l0, r.bias_ih_l0),    # [B, 3H]
                                 self.kernels.linear(h0, r.weight_hh_l0, r.bias_hh_l0), h0)
@@ -214,9 +229,48 @@ class SutskeverDecoder(DecoderBase):
         h, c = enc_final                                       # [L, B, H] each
         return Memory(mask=mask), {"h": _from_rnn(h), "c": _from_rnn(c)}
 
-    def features(self, x, state, memory, pre=None):
+    def features(self, x, state, memory, fast=None):
+        if fast is not None:
+            return self.lstm_cells(x, state, fast)
         out, (h, c) = self.run_rnn(x.unsqueeze(1), (_to_rnn(state["h"]), _to_rnn(state["c"])))  # x [B, 1, E]
         return out.squeeze(1), {"h": _from_rnn(h), "c": _from_rnn(c)}, None  # [B, H]
+
+    # training's step loop (ratio < 1): the LSTM as cells, nn.LSTM's equations, so the
+    # embedding's part of the first layer's input projection comes for all gold steps at
+    # once and every weight's gradient is made after the loop (deferred.py); one oneDNN
+    # RNN call per step and layer costs more than the step's arithmetic at these sizes
+    def splits_input_projection(self) -> bool:
+        return True
+
+    def batch_constants(self, emb_dim, memory):
+        r = self.rnn
+        return {"w_emb": r.weight_ih_l0, "bias": [getattr(r, f"bias_ih_l{l}") + getattr(r, f"bias_hh_l{l}")
+                                                  for l in range(self.n_layers)],
+                "ih": [DeferredLinear(getattr(r, f"weight_ih_l{l}")) for l in range(self.n_layers)],
+                "hh": [DeferredLinear(getattr(r, f"weight_hh_l{l}")) for l in range(self.n_layers)]}
+
+    def input_projection(self, x, consts):
+        # x [B, T, E] gold, or [B, E] one step's fed-back tokens -> first layer's W_ih x (no bias)
+        return consts["ih"][0](x) if x.dim() == 2 else F.linear(x, consts["w_emb"])
+
+    def lstm_cells(self, x, state, fast):
+        # x_proj [B, 4H]: the first layer's W_ih x; state h, c [B, L, H]
+        inp, hs, cs = None, [], []
+        generator = self.dropout.randomness.generator()
+        for l in range(self.n_layers):
+            h, c = state["h"][:, l], state["c"][:, l]
+            ih = fast["x_proj"] if l == 0 else fast["ih"][l](inp)
+            # [B, 4H] in float32 (bf16 projections converted: mixed-dtype ops are slow)
+            gates = ih.to(h.dtype) + fast["hh"][l](h).to(h.dtype) + fast["bias"][l]
+            i, f, g, o = gates.chunk(4, 1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            hs.append(h)
+            cs.append(c)
+            inp = h
+            if l + 1 < self.n_layers and self.rnn.training and self.rnn.dropout > 0:
+                inp = dropout(h, self.rnn.dropout, generator)               # as run_rnn draws it
+        return hs[-1], {"h": torch.stack(hs, 1), "c": torch.stack(cs, 1)}, None
 
     def teacher_forced_features(self, tgt_in, state, memory):
         x = self.embed(tgt_in)                                 # [B, T, E]
@@ -234,26 +288,39 @@ class ChoDecoder(DecoderBase):
         z = enc_final[-1]                                      # [B, H] top layer
         return Memory(mask=mask, context=z), {"h": _from_rnn(enc_final)}
 
-    def input_projection(self, x, memory):
+    def input_constants(self, emb_dim, memory):
+        consts = super().input_constants(emb_dim, memory)
+        if consts:                                             # z's part of the input projection
+            consts["z_proj"] = F.linear(memory.context, consts.pop("w_rest"))     # [B, 3H]
+        return consts
+
+    def input_projection(self, x, consts):
         # the context z is the same at every step: its part joins the embedding's
-        pre = super().input_projection(x, memory)              # [B, T, 3H]
+        pre = super().input_projection(x, consts)              # [B, T, 3H]
         if pre is None:
             return None
-        return pre + F.linear(memory.context, self.rnn.weight_ih_l0[:, x.size(-1):]).unsqueeze(1)
+        z_proj = consts["z_proj"]                              # [B, 3H]
+        return pre + (z_proj if pre.dim() == 2 else z_proj.unsqueeze(1))
 
     def features(self, x, state, memory, fast=None):
         z = memory.context                                     # [B, H]
         if fast is None:
             out, h = self.rnn_step(torch.cat([x, z], -1), state["h"])
         else:                                                  # z's part is in x_proj already
-            out, h = self.gru_from_projection(fast["x_proj"], state["h"])
+            out, h = self.gru_from_projection(fast["x_proj"], state["h"], fast["hh"])
         feats = torch.cat([x, out, z], -1)                     # [B, E + H + H]
         return feats, {"h": h}, None
 
     def teacher_forced_features(self, tgt_in, state, memory):
         x = self.embed(tgt_in)                                 # [B, T, E]
         z = memory.context.unsqueeze(1).expand(-1, x.size(1), -1)  # [B, T, H]
-        out, _ = self.run_rnn(torch.cat([x, z], -1), _to_rnn(state["h"]))
+        if self.splits_input_projection() and torch.is_grad_enabled():
+            # one input matmul for all steps (z's part once), W_hh's gradient deferred; under
+            # --cpu-bf16 the matmuls in bf16 like the step loop's, gates and state float32
+            gi = self.input_projection(x, self.input_constants(x.size(-1), memory))   # [B, T, 3H]
+            out, _ = gru_layer_deferred(gi, self.rnn.weight_hh_l0, self.rnn.bias_hh_l0, state["h"][:, 0])
+        else:
+            out, _ = self.run_rnn(torch.cat([x, z], -1), _to_rnn(state["h"]))
         return torch.cat([x, out, z], -1)                      # [B, T, E + H + H]
 
 
@@ -285,17 +352,19 @@ class BahdanauDecoder(_BridgedAttentionDecoder):
     def batch_constants(self, emb_dim, memory):
         consts = super().batch_constants(emb_dim, memory)
         if consts:                                                 # W_ctx h_i for every source position
-            consts["memory_in"] = F.linear(memory.outputs, consts.pop("w_rest"))   # [B, S, 3H]
+            memory_in = F.linear(memory.outputs, consts.pop("w_rest"))              # [B, S, 3H]
+            consts.update(memory_in=DeferredWeightedSum(memory_in), attention=self.attention.deferred(memory))
         return consts
 
     def features(self, x, state, memory, fast=None):
         h = state["h"]                                             # [B, L, H]
-        context, attn = self.attention(h[:, -1], memory.keys, memory.outputs, memory.mask)
+        context, attn = self.attention(h[:, -1], memory.keys, memory.outputs, memory.mask,
+                                       None if fast is None else fast["attention"])
         if fast is None:
             out, h = self.rnn_step(torch.cat([x, context], -1), h)
         else:                                                      # W_ctx c = sum_i a_i W_ctx h_i
-            gi = fast["x_proj"] + torch.bmm(attn.unsqueeze(1), fast["memory_in"]).squeeze(1)  # [B, 3H]
-            out, h = self.gru_from_projection(gi, h)
+            gi = fast["x_proj"] + fast["memory_in"](attn)          # [B, 3H]
+            out, h = self.gru_from_projection(gi, h, fast["hh"])
         feats = torch.cat([out, context, x], -1)                   # [B, H + Hm + E]
         return feats, {"h": h}, attn
 
@@ -319,8 +388,11 @@ class LuongDecoder(_BridgedAttentionDecoder):
         consts = super().batch_constants(emb_dim, memory)
         if consts:
             Hm = memory.outputs.size(-1)                           # combine = W_c [c; h]: c's part
-            consts["memory_combined"] = F.linear(memory.outputs, self.combine.weight[:, :Hm])  # [B, S, H]
-            consts["w_combine_query"] = self.combine.weight[:, Hm:].contiguous()            # [H, H]
+            combined = F.linear(memory.outputs, self.combine.weight[:, :Hm])                # [B, S, H]
+            consts.update(rest_proj=DeferredLinear(consts.pop("w_rest")),                  # the fed h~'s columns
+                          memory_combined=DeferredWeightedSum(combined),
+                          combine_query=DeferredLinear(self.combine.weight[:, Hm:]),       # [H, H]
+                          attention=self.attention.deferred(memory))
         return consts
 
     def features(self, x, state, memory, fast=None):
@@ -328,12 +400,12 @@ class LuongDecoder(_BridgedAttentionDecoder):
             query, h = self.rnn_step(torch.cat([x, state["feed"]], -1), state["h"])  # [B, H]
         else:
             query, h = self.rnn_step(state["feed"], state["h"], fast=fast)
-        context, attn = self.attention(query, memory.keys, memory.outputs, memory.mask)
+        context, attn = self.attention(query, memory.keys, memory.outputs, memory.mask,
+                                       None if fast is None else fast["attention"])
         if fast is None:
             combined = self.kernels.linear(torch.cat([context, query], -1), self.combine.weight)
         else:                                                      # W_c c = sum_i a_i W_c h_i
-            combined = (torch.bmm(attn.unsqueeze(1), fast["memory_combined"]).squeeze(1)
-                        + F.linear(query, fast["w_combine_query"]))
+            combined = fast["memory_combined"](attn) + fast["combine_query"](query)
         attentional = torch.tanh(combined)                         # [B, H]
         return attentional, {"h": h, "feed": attentional}, attn
 

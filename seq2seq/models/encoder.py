@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from .kernels import FastDropout, PackedLinears, gru_update
-from .rnn import run_rnn
+from .kernels import FastDropout, PackedLinears, dropout, gru_update
+from .rnn import gru_layer_deferred, run_rnn
 
 
 class RNNEncoder(nn.Module):
@@ -31,8 +32,9 @@ class RNNEncoder(nn.Module):
     def embed(self, src: torch.Tensor) -> torch.Tensor:
         return self.embedding(src)                                   # [B, S] -> [B, S, E]
 
-    def forward(self, src, src_lens, embedded=None, pack: bool = True):
-        # src [B, S]; src_lens [B] on CPU; embedded [B, S, E] replaces the lookup (saliency)
+    def forward(self, src, src_lens, embedded=None, pack: bool = True, deferred: bool = False):
+        # src [B, S]; src_lens [B] on CPU; embedded [B, S, E] replaces the lookup (saliency).
+        # deferred: training's fast path, a GRU's weight gradients made after the loop
         if embedded is None:
             embedded = self.embed(src)
         x = self.dropout(embedded)
@@ -40,6 +42,10 @@ class RNNEncoder(nn.Module):
             return self.rnn(x)
         if self.cell == "gru" and self.kernels.applies(x):
             return self._gru_masked(x, src_lens)
+        if self.cell == "gru" and deferred and x.requires_grad:
+            # under --cpu-bf16 its matmuls run in bf16 like the decoder's (nn.GRU would stay
+            # float32 under autocast); gates and state in float32
+            return self._gru_deferred(x, src_lens)
         packed = pack_padded_sequence(x, src_lens.cpu(), batch_first=True, enforce_sorted=False)
         packed_out, final = run_rnn(self.rnn, packed, None, self.dropout.randomness)
         outputs, _ = pad_packed_sequence(packed_out, batch_first=True,
@@ -72,4 +78,29 @@ class RNNEncoder(nn.Module):
                 outs.append(torch.stack(out, 1) * mask)                         # [B, S, H], 0 at padding
                 finals.append(h)
             layer_in = torch.cat(outs, -1) if self.directions == 2 else outs[0]
+        return layer_in, torch.stack(finals, 0)                                 # [B, S, H*dirs], [L*dirs, B, H]
+
+    def _gru_deferred(self, x, src_lens):
+        """The GRU for training's fast path: the same masked layout as `_gru_masked`, every
+        direction's input matmul over all steps at once, W_hh's gradient deferred
+        (rnn.gru_layer_deferred); the dropout between layers as run_rnn draws it."""
+        B, S, _ = x.shape
+        mask = (torch.arange(S, device=x.device).unsqueeze(0)
+                < src_lens.to(x.device).unsqueeze(1)).unsqueeze(-1)       # [B, S, 1]
+        finals, layer_in = [], x
+        generator = self.dropout.randomness.generator()
+        for layer in range(self.rnn.num_layers):
+            outs = []
+            for direction in range(self.directions):
+                sfx = f"_l{layer}" + ("_reverse" if direction else "")
+                gi = F.linear(layer_in, getattr(self.rnn, "weight_ih" + sfx), getattr(self.rnn, "bias_ih" + sfx))
+                out, h = gru_layer_deferred(gi, getattr(self.rnn, "weight_hh" + sfx),
+                                            getattr(self.rnn, "bias_hh" + sfx),
+                                            x.new_zeros(B, self.rnn.hidden_size, dtype=torch.float32),
+                                            mask, reverse=bool(direction))
+                outs.append(out)
+                finals.append(h)
+            layer_in = torch.cat(outs, -1) if self.directions == 2 else outs[0]
+            if layer + 1 < self.rnn.num_layers and self.rnn.training and self.rnn.dropout > 0:
+                layer_in = dropout(layer_in, self.rnn.dropout, generator)
         return layer_in, torch.stack(finals, 0)                                 # [B, S, H*dirs], [L*dirs, B, H]

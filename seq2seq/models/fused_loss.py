@@ -35,6 +35,14 @@ class _LinearCrossEntropy(torch.autograd.Function):
         dev = h.device
         w = weight.detach().to(matmul_dtype)                       # [V, D]
         hd = h.detach().to(matmul_dtype)                           # [N, D]
+        # Passes over a chunk's [n, V] logits cost as much as its matmuls, so two of them are
+        # replaced by sums of the operands, which are V / D times smaller (exact algebra):
+        # the mean logit is h . mean_v(w_v) + mean(b), and the label-smoothing term every
+        # dz entry loses, c = eps / (V N), is taken off dh and dW as a rank-1 correction
+        # (dh -= c sum_v w_v, dW -= c 1 (sum_n h_n)^T) instead of off every entry.
+        w_mean = w.float().mean(0) if eps else None                # [D]
+        b_mean = bias.detach().float().mean() if eps and bias is not None else 0.0
+        c = eps / (V * N)
         rows_max = min(chunk_rows, N)
         # One buffer per role, reused by every chunk: a fresh multi-MB tensor per chunk costs
         # page faults on the CPU comparable to the arithmetic.
@@ -60,33 +68,41 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 torch.mm(hc, w.t(), out=z)
             if bias is not None:
                 z += bias.detach()
-            z -= z.amax(-1, keepdim=True)                          # stable: lse below is relative to the max
+            top = z.amax(-1, keepdim=True)                         # [n, 1]
+            z -= top                                               # stable: lse below is relative to the max
             rows = (1 - eps) * z.gather(1, yc).neg_()              # [n, 1]
-            if eps:
-                rows -= eps * z.mean(-1, keepdim=True)
+            if eps:                                                # mean_v z_v, from h
+                z_mean = hc.float() @ w_mean + b_mean - top.squeeze(1)
+                rows -= eps * z_mean.unsqueeze(1)
             p = z.exp_()                                           # z is not needed any more
             total = p.sum(-1, keepdim=True)                        # [n, 1]
             rows += total.log()                                    # (1-eps)(lse - z_y) + eps(lse - mean z)
             loss += rows.sum()
             if not need_grad:                                      # validation: the loss only
                 continue
-            p.mul_(total.reciprocal_().mul_(1.0 / N))             # softmax / N
-            p.scatter_add_(1, yc, torch.full(yc.shape, -(1 - eps) / N, dtype=p.dtype, device=dev))
-            if eps:
-                p -= eps / (V * N)                                 # dz of the mean loss, [n, V]
+            # dz + c = (p - (1 - eps) total onehot(y)) / (total N): the target's entry taken
+            # off in float32 before the scaling, so it keeps its digits in bf16 too
+            p.scatter_add_(1, yc, total.mul(-(1 - eps)))
+            scale = total.reciprocal_().mul_(1.0 / N)              # [n, 1]
             if grad_b is not None:
-                grad_b += p.sum(0)
+                grad_b += torch.mv(p.t(), scale.squeeze(1))
             if low:
                 dz = dz_all[start:start + n]
-                dz.copy_(p)
+                dz.copy_(p.mul_(scale))                            # (a bf16 out= in the mul is a slow mixed-dtype path)
                 grad_h[start:start + n] = torch.mm(dz, w)          # [n, D]
             else:
+                p.mul_(scale)
                 torch.mm(p, w, out=grad_h[start:start + n])
                 grad_w.addmm_(p.t(), hc)                           # [V, D]
         if not need_grad:
             return loss / N
         if low:
             grad_w = torch.mm(dz_all.t(), hd).float()              # [V, D]
+        if eps:                                                    # the rank-1 corrections (see above)
+            grad_h -= c * w.float().sum(0)
+            grad_w -= c * hd.float().sum(0)
+            if grad_b is not None:
+                grad_b -= c * N
         ctx.save_for_backward(grad_h, grad_w, grad_b)
         ctx.dtypes = (h.dtype, weight.dtype)
         return loss / N

@@ -13,7 +13,8 @@ import torch.nn as nn
 from torch import _VF
 from torch.nn.utils.rnn import PackedSequence
 
-from .kernels import DropoutRandomness, dropout
+from .deferred import DeferredLinear
+from .kernels import DropoutRandomness, dropout, gru_update
 
 
 def run_rnn(rnn: nn.RNNBase, x, hx, randomness: DropoutRandomness):
@@ -56,3 +57,25 @@ def run_rnn(rnn: nn.RNNBase, x, hx, randomness: DropoutRandomness):
         final = tuple(h.index_select(1, x.unsorted_indices) for h in final)
     output = PackedSequence(data, x.batch_sizes, x.sorted_indices, x.unsorted_indices) if packed else data
     return output, (final if lstm else final[0])
+
+
+def gru_layer_deferred(gi: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor, h: torch.Tensor,
+                       mask: torch.Tensor | None = None, reverse: bool = False):
+    """One GRU layer and direction for training's fast path, nn.GRU's equations: the input
+    projection gi [B, S, 3H] of all steps (bias included) comes in, each step does only
+    W_hh h and the gates, and W_hh's gradient is one matmul after the loop (deferred.py).
+    On the CPU nn.GRU's backward makes a [3H, B] x [B, H] weight gradient at every step.
+    mask [B, S, 1] True at real positions (None: all real): padding keeps h and outputs 0,
+    so a reverse pass starts at each sequence's last real token, as packing gives it.
+    h [B, H] the initial state. Returns outputs [B, S, H] and the final h [B, H]."""
+    hh = DeferredLinear(w_hh)
+    gi_steps = gi.unbind(1)                    # one stack in backward, not a [B, S, 3H] add per step
+    mask_steps = None if mask is None else mask.unbind(1)
+    S = gi.size(1)
+    out = [None] * S
+    for t in (range(S - 1, -1, -1) if reverse else range(S)):
+        new = gru_update(gi_steps[t], hh(h) + b_hh, h)                   # [B, H]
+        out[t] = new
+        h = new if mask is None else torch.where(mask_steps[t], new, h)
+    outputs = torch.stack(out, 1)                                        # [B, S, H]
+    return (outputs if mask is None else outputs * mask), h

@@ -70,11 +70,13 @@ class Seq2Seq(nn.Module):
     def has_attention(self) -> bool:
         return self.cfg.has_attention
 
-    def encode(self, src, src_lens, src_embedded=None, pack: bool = True) -> tuple[Memory, State]:
-        # src [B, S], src_lens [B] -> memory for the decoder and its first state
+    def encode(self, src, src_lens, src_embedded=None, pack: bool = True,
+               deferred: bool = False) -> tuple[Memory, State]:
+        # src [B, S], src_lens [B] -> memory for the decoder and its first state.
+        # deferred: training's fast path (weight gradients after the loop, deferred.py)
         positions = torch.arange(src.size(1), device=src.device)
         mask = positions.unsqueeze(0) < src_lens.to(src.device).unsqueeze(1)   # [B, S]
-        outputs, final = self.encoder(src, src_lens, src_embedded, pack=pack)
+        outputs, final = self.encoder(src, src_lens, src_embedded, pack=pack, deferred=deferred)
         return self.decoder.prepare(outputs, final, mask)
 
     def decode_step(self, prev, state, memory):
@@ -149,7 +151,7 @@ class Seq2Seq(nn.Module):
             return F.cross_entropy(logits.float()[keep], gold[keep], label_smoothing=label_smoothing), n_tokens
         bf16 = precision == "bf16"
         with torch.autocast(src.device.type, dtype=torch.bfloat16, enabled=bf16):
-            memory, state = self.encode(src, src_lens)
+            memory, state = self.encode(src, src_lens, deferred=True)
             feats = self.decoder.train_features(tgt[:, :-1], state, memory, coins)   # [B, T-1, D]
             feats = feats[keep]                                            # [N, D] real tokens only
             if feats.device.type != "cpu":     # GPUs: cuBLAS and the fused log-softmax kernel are fine as they are
