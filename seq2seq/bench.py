@@ -632,7 +632,7 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true")
     p.add_argument("--quick", action="store_true", help="reduced run for CI")
     p.add_argument("--no-browser", action="store_true", help="skip cold start / peak memory")
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help="timed rounds per measurement (decoding and training)")
     p.add_argument("--only", nargs="+", choices=("decode", "app", "train"),
                    help="run only these sections (JSON out; --write needs all three)")
     p.add_argument("--write", default=None, help="replace the README's bench section with the report")
@@ -649,7 +649,7 @@ def main(argv=None) -> int:
         if not args.no_browser:
             report["app"].update(bench_app_server(args.quick))
     if "train" in sections:
-        report["train"] = bench_training(data, torch.device(args.device), args.quick)
+        report["train"] = bench_training(data, torch.device(args.device), args.quick, args.repeats)
     if args.device == "cuda" and "train" in report:
         report["train"]["device_name"] = torch.cuda.get_device_name()
     report["targets"] = target_checks(report)
