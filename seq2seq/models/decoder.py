@@ -182,7 +182,8 @@ class DecoderBase(nn.Module):
         """A one-layer GRU step whose input projection gi [B, 3H] (bias included) is known:
         h [B, 1, H] -> output [B, H], new h [B, 1, H]. `hh`: W_hh, its gradient deferred."""
         r, h0 = self.rnn, h[:, 0]
-        gh = F.linear(h0, r.weight_hh_l0, r.bias_hh_l0) if hh is None else hh(h0) + r.bias_hh_l0
+        # (a bf16 product converted before the float32 bias: mixed-dtype adds are slow)
+        gh = F.linear(h0, r.weight_hh_l0, r.bias_hh_l0) if hh is None else hh(h0).to(h0.dtype) + r.bias_hh_l0
         h1 = gru_update(gi, gh, h0)
         return h1, h1.unsqueeze(1)
 
@@ -365,7 +366,7 @@ class BahdanauDecoder(_BridgedAttentionDecoder):
         else:                                                      # W_ctx c = sum_i a_i W_ctx h_i
             gi = fast["x_proj"] + fast["memory_in"](attn)          # [B, 3H]
             out, h = self.gru_from_projection(gi, h, fast["hh"])
-        feats = torch.cat([out, context, x], -1)                   # [B, H + Hm + E]
+        feats = torch.cat([out, context.to(out.dtype), x.to(out.dtype)], -1)   # [B, H + Hm + E], one dtype
         return feats, {"h": h}, attn
 
 

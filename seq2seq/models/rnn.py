@@ -74,7 +74,7 @@ def gru_layer_deferred(gi: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor,
     S = gi.size(1)
     out = [None] * S
     for t in (range(S - 1, -1, -1) if reverse else range(S)):
-        new = gru_update(gi_steps[t], hh(h) + b_hh, h)                   # [B, H]
+        new = gru_update(gi_steps[t], hh(h).to(h.dtype) + b_hh, h)       # [B, H]
         out[t] = new
         h = new if mask is None else torch.where(mask_steps[t], new, h)
     outputs = torch.stack(out, 1)                                        # [B, S, H]
