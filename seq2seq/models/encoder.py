@@ -58,49 +58,46 @@ class RNNEncoder(nn.Module):
         mask in place of packing. Same semantics as the packed nn.GRU: padding outputs 0,
         a backward pass starts at each sequence's last real token, final states as nn.GRU
         gives them ([L * dirs, B, H])."""
-        B, S, _ = x.shape
-        mask = (torch.arange(S, device=x.device).unsqueeze(0)
-                < src_lens.to(x.device).unsqueeze(1)).unsqueeze(-1)       # [B, S, 1]
-        finals, layer_in = [], x
-        for layer in range(self.rnn.num_layers):
-            outs = []
-            for direction in range(self.directions):
-                sfx = f"_l{layer}" + ("_reverse" if direction else "")
-                w_ih, w_hh = getattr(self.rnn, "weight_ih" + sfx), getattr(self.rnn, "weight_hh" + sfx)
-                b_ih, b_hh = getattr(self.rnn, "bias_ih" + sfx), getattr(self.rnn, "bias_hh" + sfx)
-                gi = self.kernels.linear(layer_in, w_ih, b_ih)                  # [B, S, 3H]
-                h = x.new_zeros(B, w_hh.size(1))                                # [B, H]
-                steps = range(S - 1, -1, -1) if direction else range(S)
-                out = [None] * S
-                for t in steps:
-                    out[t] = gru_update(gi[:, t], self.kernels.linear(h, w_hh, b_hh), h)  # [B, H]
-                    h = torch.where(mask[:, t], out[t], h)                      # padding keeps h
-                outs.append(torch.stack(out, 1) * mask)                         # [B, S, H], 0 at padding
-                finals.append(h)
-            layer_in = torch.cat(outs, -1) if self.directions == 2 else outs[0]
-        return layer_in, torch.stack(finals, 0)                                 # [B, S, H*dirs], [L*dirs, B, H]
+        def layer(x_in, w_ih, w_hh, b_ih, b_hh, mask, reverse):
+            gi = self.kernels.linear(x_in, w_ih, b_ih)                          # [B, S, 3H]
+            h = x_in.new_zeros(x_in.size(0), w_hh.size(1))                      # [B, H]
+            out = [None] * x_in.size(1)
+            for t in (range(len(out) - 1, -1, -1) if reverse else range(len(out))):
+                out[t] = gru_update(gi[:, t], self.kernels.linear(h, w_hh, b_hh), h)  # [B, H]
+                h = torch.where(mask[:, t], out[t], h)                          # padding keeps h
+            return torch.stack(out, 1) * mask, h                                # [B, S, H], 0 at padding
+
+        return self._gru_layers(x, src_lens, layer)
 
     def _gru_deferred(self, x, src_lens):
         """The GRU for training's fast path: the same masked layout as `_gru_masked`, every
         direction's input matmul over all steps at once, W_hh's gradient deferred
         (rnn.gru_layer_deferred); the dropout between layers as run_rnn draws it."""
-        B, S, _ = x.shape
+        def layer(x_in, w_ih, w_hh, b_ih, b_hh, mask, reverse):
+            h0 = x_in.new_zeros(x_in.size(0), w_hh.size(1), dtype=torch.float32)
+            return gru_layer_deferred(F.linear(x_in, w_ih, b_ih), w_hh, b_hh, h0, mask, reverse=reverse)
+
+        return self._gru_layers(x, src_lens, layer)
+
+    def _gru_layers(self, x, src_lens, layer):
+        """Every layer and direction of the GRU through `layer` (one layer-direction over a
+        mask [B, S, 1] -> outputs [B, S, H], final h [B, H]); the dropout between layers as
+        run_rnn draws it (training only). Returns outputs [B, S, H*dirs], finals [L*dirs, B, H]."""
+        S = x.size(1)
         mask = (torch.arange(S, device=x.device).unsqueeze(0)
                 < src_lens.to(x.device).unsqueeze(1)).unsqueeze(-1)       # [B, S, 1]
         finals, layer_in = [], x
         generator = self.dropout.randomness.generator()
-        for layer in range(self.rnn.num_layers):
+        for n in range(self.rnn.num_layers):
             outs = []
             for direction in range(self.directions):
-                sfx = f"_l{layer}" + ("_reverse" if direction else "")
-                gi = F.linear(layer_in, getattr(self.rnn, "weight_ih" + sfx), getattr(self.rnn, "bias_ih" + sfx))
-                out, h = gru_layer_deferred(gi, getattr(self.rnn, "weight_hh" + sfx),
-                                            getattr(self.rnn, "bias_hh" + sfx),
-                                            x.new_zeros(B, self.rnn.hidden_size, dtype=torch.float32),
-                                            mask, reverse=bool(direction))
+                sfx = f"_l{n}" + ("_reverse" if direction else "")
+                out, h = layer(layer_in, *(getattr(self.rnn, w + sfx) for w in
+                                           ("weight_ih", "weight_hh", "bias_ih", "bias_hh")),
+                               mask, bool(direction))
                 outs.append(out)
                 finals.append(h)
             layer_in = torch.cat(outs, -1) if self.directions == 2 else outs[0]
-            if layer + 1 < self.rnn.num_layers and self.rnn.training and self.rnn.dropout > 0:
+            if n + 1 < self.rnn.num_layers and self.rnn.training and self.rnn.dropout > 0:
                 layer_in = dropout(layer_in, self.rnn.dropout, generator)
-        return layer_in, torch.stack(finals, 0)                                 # [B, S, H*dirs], [L*dirs, B, H]
+        return layer_in, torch.stack(finals, 0)
