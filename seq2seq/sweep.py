@@ -657,6 +657,8 @@ def run_sweep(sweep: str, opts: dict, out_path: Path, device: str = "auto", jobs
 
     t0 = time.perf_counter()
     train_all(training_order(todo, shared["settings"]))
+    # every first-pass run, also those a --resume kept without training (record() never saw them)
+    results["runs"] = sorted(done.values(), key=lambda r: order.get(r["name"], len(order)))
     extra = extra_seed_plan(results, sweep, opts)      # second pass: more seeds where they matter
     if extra:
         more_specs, _ = plan(sweep, opts, out_path, resolved, threads, data_dir, cache, train_examples, only, extra,

@@ -168,7 +168,9 @@ def test_tiny_sweep_end_to_end(tmp_path, capsys):
     out.write_text(json.dumps(older))
     assert main(args + ["--resume"]) == 0
     assert "0 to train" in capsys.readouterr().err
-    assert [r["final"] for r in load_results(out)["runs"]] == [r["final"] for r in res["runs"]]
+    resumed = load_results(out)
+    assert [r["final"] for r in resumed["runs"]] == [r["final"] for r in res["runs"]]
+    assert resumed["extra_seeds"] == res["extra_seeds"]      # the second pass chose from the kept runs
     # shipping with the replayed runs' weights only: constant 1 and the best scheduled policy, seed 1
     dest = tmp_path / "shipped" / "reverse.json"
     assert main(["reverse", "--out", str(dest), "--ship-from", str(out), "--ship-weights", "replay"]) == 0
