@@ -60,15 +60,19 @@ class GeneralAttention(nn.Module):
     def precompute(self, memory: torch.Tensor) -> torch.Tensor:
         return self.kernels.linear(memory, self.w_a.weight)        # [B, S, Hm] -> [B, S, Hq]
 
-    def deferred(self, memory) -> dict:
-        """Training's fast path: what every step multiplies, gradients deferred (deferred.py)."""
-        return {"keys": DeferredScores(memory.keys), "outputs": DeferredWeightedSum(memory.outputs)}
+    def deferred(self, memory, context: bool = True) -> dict:
+        """Training's fast path: what every step multiplies, gradients deferred (deferred.py).
+        context=False: the caller needs only the weights (luong's fast path multiplies them
+        with the encoder outputs already projected by W_c), and the context is None."""
+        return {"keys": DeferredScores(memory.keys),
+                **({"outputs": DeferredWeightedSum(memory.outputs)} if context else {})}
 
     def forward(self, query, keys, memory, mask, deferred: dict | None = None):
         # query [B, Hq], keys [B, S, Hq]
         if deferred is not None:
             weights = masked_softmax(deferred["keys"](query), mask)          # [B, S]
-            return deferred["outputs"](weights), weights                       # [B, Hm]
+            context = deferred["outputs"](weights) if "outputs" in deferred else None   # [B, Hm]
+            return context, weights
         scores = torch.bmm(keys, query.unsqueeze(2)).squeeze(2)     # [B, S]
         weights = masked_softmax(scores, mask)                      # [B, S]
         context = torch.bmm(weights.unsqueeze(1).to(memory.dtype), memory).squeeze(1)  # [B, Hm]
