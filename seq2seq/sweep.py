@@ -153,12 +153,15 @@ def best_scheduled(runs: list[dict], settings: list[dict], sweep: str) -> str | 
 
 
 def training_order(specs: list[RunSpec], settings: list[dict]) -> list[RunSpec]:
-    """The order runs are trained in: constant 1 first, then the scheduled policies, then the
-    rest (constant 0), the grid's order within each. A sweep cut short then still holds what
-    its comparisons and the app's replay need first: the baseline and the policies measured
-    against it. The results file keeps the grid's order whatever the training order."""
+    """The order runs are trained in: seed by seed (every setting's first seed before any
+    second), and within a seed constant 1 first, then the scheduled policies, then the rest
+    (constant 0), the grid's order within each. A sweep cut short then still holds what its
+    comparisons and the app's replay need first: every policy once, the baseline and the
+    policies measured against it first. The results file keeps the grid's order whatever
+    the training order."""
     scheduled = {s["label"] for s in settings if s.get("scheduled")}
-    rank = {s.name: (0 if s.label == BASELINE else 1 if s.label in scheduled else 2, i) for i, s in enumerate(specs)}
+    rank = {s.name: (s.seed, 0 if s.label == BASELINE else 1 if s.label in scheduled else 2, i)
+            for i, s in enumerate(specs)}
     return sorted(specs, key=lambda s: rank[s.name])
 
 

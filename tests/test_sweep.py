@@ -317,7 +317,7 @@ def test_an_interrupted_run_resumes_from_its_last_epoch_and_ends_as_an_uninterru
     assert "resumed_after_epoch" not in run_one(spec)["provenance"]
 
 
-def test_constant_1_trains_first_then_the_scheduled_policies_then_constant_0(tmp_path):
+def test_runs_train_seed_by_seed_constant_1_first_then_the_scheduled_policies_then_constant_0(tmp_path):
     from seq2seq.sweep import training_order
 
     specs, shared = plan("translate", dict(FULL["translate"]), tmp_path / "translate.json", "cpu", 0,
@@ -326,3 +326,9 @@ def test_constant_1_trains_first_then_the_scheduled_policies_then_constant_0(tmp
         "constant 1", "constant 0.5", "constant 0.75", "linear decay", "inverse-sigmoid decay",
         "tutorials' rule 0.5", "constant 0"]
     assert [s.label for s in specs] == TRANSLATE_LABELS                # the grid (and the file) keep theirs
+    # several seeds: every setting's first seed before any second one
+    specs, shared = plan("reverse", dict(FULL["reverse"]), tmp_path / "reverse.json", "cpu", 0)
+    order = training_order(specs, shared["settings"])
+    assert [s.seed for s in order] == [1] * 18 + [2] * 18 + [3] * 18
+    assert {(s.arch, s.label) for s in order[:18]} == {(s.arch, s.label) for s in specs}
+    assert [s.label for s in order[:2]] == ["constant 1", "constant 1"] and order[-1].label == "constant 0"
