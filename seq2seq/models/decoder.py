@@ -91,8 +91,8 @@ class DecoderBase(nn.Module):
 
     # ---------------------------------------------------------------- training's fast path
     def splits_input_projection(self) -> bool:
-        """A one-layer GRU's input matmul can be split: the embedding's part for all steps."""
-        return self.n_layers == 1 and isinstance(self.rnn, nn.GRU)
+        """A GRU's first-layer input matmul can be split: the embedding's part for all steps."""
+        return isinstance(self.rnn, nn.GRU)
 
     def input_projection(self, x: torch.Tensor, consts: dict) -> torch.Tensor | None:
         """x [B, T, E] -> the embedding's part of the GRU input projection, bias included,
@@ -109,10 +109,14 @@ class DecoderBase(nn.Module):
         input weight's columns of the embedding and the columns after it, each sliced once
         (a slice taken at every step copies the weight, and zero-fills and adds a gradient
         of its full size, every step). Attention decoders add their attention's operands
-        and what multiplies the context (see each)."""
+        and what multiplies the context (see each). Per layer: W_hh, and above the first
+        layer W_ih (`gru_from_projection`)."""
         consts = self.input_constants(emb_dim, memory)
         if consts:      # what every step multiplies, its gradient made once after the loop (deferred.py)
-            consts.update(hh=DeferredLinear(self.rnn.weight_hh_l0), emb_proj=DeferredLinear(consts["w_emb"]))
+            r = self.rnn
+            consts.update(hh=[DeferredLinear(getattr(r, f"weight_hh_l{l}")) for l in range(self.n_layers)],
+                          ih=[None] + [DeferredLinear(getattr(r, f"weight_ih_l{l}")) for l in range(1, self.n_layers)],
+                          emb_proj=DeferredLinear(consts["w_emb"]))
         return consts
 
     def input_constants(self, emb_dim: int, memory) -> dict:
@@ -175,15 +179,22 @@ class DecoderBase(nn.Module):
         predicted[rows] = self.out.training_argmax(f.detach().index_select(0, rows))
         return predicted
 
-    def gru_from_projection(self, gi: torch.Tensor, h: torch.Tensor,
-                            hh: DeferredLinear | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """A one-layer GRU step whose input projection gi [B, 3H] (bias included) is known:
-        h [B, 1, H] -> output [B, H], new h [B, 1, H]. `hh`: W_hh, its gradient deferred."""
-        r, h0 = self.rnn, h[:, 0]
-        # (a bf16 product converted before the float32 bias: mixed-dtype adds are slow)
-        gh = F.linear(h0, r.weight_hh_l0, r.bias_hh_l0) if hh is None else hh(h0).to(h0.dtype) + r.bias_hh_l0
-        h1 = gru_update(gi, gh, h0)
-        return h1, h1.unsqueeze(1)
+    def gru_from_projection(self, gi: torch.Tensor, h: torch.Tensor, fast: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training's GRU step (nn.GRU's equations) whose first-layer input projection gi
+        [B, 3H] (bias included) is known: h [B, L, H] -> top-layer output [B, H], new h
+        [B, L, H]. `fast`: batch_constants, each layer's W_hh and the upper layers' W_ih
+        with their gradients deferred; between layers dropout drawn as run_rnn draws it."""
+        r, hs, inp = self.rnn, [], None
+        for l in range(self.n_layers):
+            h_l = h[:, l]
+            # (bf16 products converted before the float32 biases: mixed-dtype adds are slow)
+            g_in = gi if l == 0 else fast["ih"][l](inp).to(h_l.dtype) + getattr(r, f"bias_ih_l{l}")
+            gh = fast["hh"][l](h_l).to(h_l.dtype) + getattr(r, f"bias_hh_l{l}")
+            inp = gru_update(g_in, gh, h_l)                        # [B, H]
+            hs.append(inp)
+            if l + 1 < self.n_layers and r.training and r.dropout > 0:
+                inp = dropout(inp, r.dropout, self.dropout.randomness.generator())
+        return hs[-1], torch.stack(hs, 1) if len(hs) > 1 else hs[0].unsqueeze(1)
 
     def rnn_step(self, x: torch.Tensor, h: torch.Tensor, fast: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """One GRU step: x [B, In], h [B, L, H] -> top-layer output [B, H], new h [B, L, H].
@@ -193,11 +204,11 @@ class DecoderBase(nn.Module):
         `fast` (training's fast path): x_proj, the projection of the embedding's columns
         (bias included), and rest_proj, the input weight's other columns (deferred.py); x
         then holds only the inputs those other columns multiply."""
+        if fast is not None:
+            gi = fast["x_proj"] if x.size(-1) == 0 else fast["x_proj"] + fast["rest_proj"](x)
+            return self.gru_from_projection(gi, h, fast)
         if self.n_layers == 1 and isinstance(self.rnn, nn.GRU):
             r, h0 = self.rnn, h[:, 0]
-            if fast is not None:
-                gi = fast["x_proj"] if x.size(-1) == 0 else fast["x_proj"] + fast["rest_proj"](x)
-                return self.gru_from_projection(gi, h, fast["hh"])
             if self.kernels.applies(x):
                 h1 = gru_update(self.kernels.linear(x, r.weight_ih_l0, r.bias_ih_l0),    # [B, 3H]
                                 self.kernels.linear(h0, r.weight_hh_l0, r.bias_hh_l0), h0)
@@ -306,14 +317,14 @@ class ChoDecoder(DecoderBase):
         if fast is None:
             out, h = self.rnn_step(torch.cat([x, z], -1), state["h"])
         else:                                                  # z's part is in x_proj already
-            out, h = self.gru_from_projection(fast["x_proj"], state["h"], fast["hh"])
+            out, h = self.gru_from_projection(fast["x_proj"], state["h"], fast)
         feats = torch.cat([x, out, z], -1)                     # [B, E + H + H]
         return feats, {"h": h}, None
 
     def teacher_forced_features(self, tgt_in, state, memory):
         x = self.embed(tgt_in)                                 # [B, T, E]
         z = memory.context.unsqueeze(1).expand(-1, x.size(1), -1)  # [B, T, H]
-        if self.splits_input_projection() and torch.is_grad_enabled():
+        if self.n_layers == 1 and torch.is_grad_enabled():
             # one input matmul for all steps (z's part once), W_hh's gradient deferred; under
             # --cpu-bf16 the matmuls in bf16 like the step loop's, gates and state float32
             gi = self.input_projection(x, self.input_constants(x.size(-1), memory))   # [B, T, 3H]
@@ -365,7 +376,7 @@ class BahdanauDecoder(_BridgedAttentionDecoder):
             out, h = self.rnn_step(torch.cat([x, context], -1), h)
         else:
             gi = fast["x_proj"] + fast["ctx_proj"](context)        # [B, 3H]
-            out, h = self.gru_from_projection(gi, h, fast["hh"])
+            out, h = self.gru_from_projection(gi, h, fast)
         feats = torch.cat([out, context.to(out.dtype), x.to(out.dtype)], -1)   # [B, H + Hm + E], one dtype
         return feats, {"h": h}, attn
 
