@@ -14,13 +14,16 @@ from conftest import ROOT
 
 def test_cli_reverse_bahdanau_learns_lengths_1_to_10_fast(tmp_path):
     """The engine issue's bar: >= 95% exact match on lengths 1-10 in 8 small epochs (its time
-    is the benchmark's business, not a test's). 10,000 sequences an epoch reach 99.95% with
-    this seed (8,000: 97.95%), half what the bar first used, to keep the suite short."""
+    is the benchmark's business, not a test's). 10,000 sequences an epoch reach 99.85% with
+    this seed, half what the bar first used, to keep the suite short. All 8 epochs run
+    (--patience 0): at lr 3e-3 validation exact match dips for an epoch now and then (0.92,
+    0.81, 0.92, 0.90, 0.997 with this seed), and where the dip falls moves with the
+    summation order of any change to the fast path, so early stopping made the bar a coin toss."""
     out = tmp_path / "reverse-bahdanau"
     proc = subprocess.run(
         [sys.executable, "-m", "seq2seq.train", "--task", "reverse", "--arch", "bahdanau", "--out", str(out),
          "--state-dir", str(tmp_path / "state"), "--epochs", "8", "--train-size", "10000", "--max-len", "10",
-         "--lr", "3e-3", "--device", "cpu"],
+         "--lr", "3e-3", "--patience", "0", "--device", "cpu"],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     card = json.loads((out / "card.json").read_text())
