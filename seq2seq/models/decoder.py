@@ -96,7 +96,7 @@ class DecoderBase(nn.Module):
 
     def input_projection(self, x: torch.Tensor, consts: dict) -> torch.Tensor | None:
         """x [B, T, E] -> the embedding's part of the GRU input projection, bias included,
-        [B, T, 3H]; None where the RNN can't take it (LSTM, several layers). `consts`:
+        [B, T, 3H] (the first layer's); None where the RNN is no GRU. `consts`:
         `batch_constants`, which hold the weight's columns sliced once per batch."""
         if not self.splits_input_projection():
             return None
