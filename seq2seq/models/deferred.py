@@ -44,22 +44,21 @@ class _Anchor(torch.autograd.Function):
 
 class _Step(torch.autograd.Function):
     """One step's use of a deferred operand: y = kind.product(operand, x). Backward keeps
-    (x, dy) for the operand's gradient and returns only x's, kind.input_grad(grad_operand, dy)
-    (grad_operand: the same operand, in the layout its input gradient's product runs fastest in)."""
+    (x, dy) for the operand's gradient and returns only x's, kind.input_grad(operand, dy)."""
 
     @staticmethod
-    def forward(ctx, operand, grad_operand, anchor, records, kind, x):
+    def forward(ctx, operand, anchor, records, kind, x):
         x = kind.prepare(x, operand)
-        ctx.save_for_backward(grad_operand, x)
+        ctx.save_for_backward(operand, x)
         ctx.records, ctx.kind = records, kind
         return kind.product(operand, x)
 
     @staticmethod
     def backward(ctx, dy):
-        grad_operand, x = ctx.saved_tensors
-        dy = dy.to(grad_operand.dtype) if ctx.kind.cast else dy
+        operand, x = ctx.saved_tensors
+        dy = dy.to(operand.dtype) if ctx.kind.cast else dy
         ctx.records.append((x, dy))
-        return None, None, dy.new_zeros(()), None, None, ctx.kind.input_grad(grad_operand, dy)
+        return None, dy.new_zeros(()), None, None, ctx.kind.input_grad(operand, dy)
 
 
 def compute_dtype(t: torch.Tensor) -> torch.dtype:
@@ -73,33 +72,22 @@ class DeferredOperand:
     step computes (`product`), the per-step input's gradient (`input_grad`) and the
     operand's gradient from all steps' (x, dy) records (`reduce`). With `cast` the operand
     is cast once to the dtype its products run in (bf16 under autocast) and each step's
-    input to it. `product_layout` and `input_grad_layout` give the operand as each of the
-    two per-step products takes it (a subclass may keep a transposed copy for one)."""
+    input to it."""
 
     cast = True
 
     def __init__(self, operand: torch.Tensor):
-        value = operand.detach().to(compute_dtype(operand) if self.cast else operand.dtype)
-        self.value = self.product_layout(value)
+        self.value = operand.detach().to(compute_dtype(operand) if self.cast else operand.dtype)
         self.records: list = []
         # the anchor keeps `records` and a reduce function, not this object: no reference
         # cycle through the autograd graph, which Python's collector cannot see into
         self.anchor = (_Anchor.apply(operand, self.records, self.reducer())
                        if operand.requires_grad and torch.is_grad_enabled() else None)
-        self.grad_value = self.input_grad_layout(value) if self.anchor is not None else None
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.anchor is None:                  # no gradient wanted: the forward only
             return self.product(self.value, self.prepare(x, self.value))
-        return _Step.apply(self.value, self.grad_value, self.anchor, self.records, type(self), x)
-
-    @staticmethod
-    def product_layout(value):
-        return value
-
-    @staticmethod
-    def input_grad_layout(value):
-        return value
+        return _Step.apply(self.value, self.anchor, self.records, type(self), x)
 
     @classmethod
     def prepare(cls, x, operand):
@@ -145,20 +133,16 @@ class DeferredWeightedSum(DeferredOperand):
     """a [B, S] -> sum_i a_i M_i [B, D] for a memory M [B, S, D] (a context, or the encoder
     outputs already multiplied by a weight); dM = A^T dY, one [B, S, T] x [B, T, D] bmm
     after the loop, in place of an outer product of M's size at every step.
-    A step's da = M dy runs against a transposed copy, M^T [B, D, S], as a row times a
-    matrix: bmm's matrix-times-column form is ~10x slower on the CPU in float32 (~1.3x in bf16)."""
+    A step's da = M dy runs as a row times M^T (a transposed view, no copy): bmm's
+    matrix-times-column form is ~10x slower on the CPU in float32 (~1.3x in bf16)."""
 
     @staticmethod
     def product(m, a):
         return torch.bmm(a.unsqueeze(1), m).squeeze(1)
 
     @staticmethod
-    def input_grad_layout(m):
-        return m.transpose(1, 2).contiguous()                                  # M^T [B, D, S]
-
-    @staticmethod
-    def input_grad(m_t, dy):
-        return torch.bmm(dy.unsqueeze(1), m_t).squeeze(1)                      # da [B, S]
+    def input_grad(m, dy):
+        return torch.bmm(dy.unsqueeze(1), m.transpose(1, 2)).squeeze(1)        # da [B, S]
 
     @staticmethod
     def reduce(records):
@@ -169,16 +153,12 @@ class DeferredWeightedSum(DeferredOperand):
 
 class DeferredScores(DeferredOperand):
     """q [B, H] -> K q [B, S] (Luong's scores against precomputed keys K [B, S, H]);
-    dK = dS^T Q, one bmm after the loop. The scores run against a transposed copy, K^T
-    [B, H, S], as a row times a matrix (see DeferredWeightedSum)."""
+    dK = dS^T Q, one bmm after the loop. The scores run as a row times K^T (a transposed
+    view; see DeferredWeightedSum)."""
 
     @staticmethod
-    def product_layout(k):
-        return k.transpose(1, 2).contiguous()                                  # K^T [B, H, S]
-
-    @staticmethod
-    def product(k_t, q):
-        return torch.bmm(q.unsqueeze(1), k_t).squeeze(1)                       # [B, S]
+    def product(k, q):
+        return torch.bmm(q.unsqueeze(1), k.transpose(1, 2)).squeeze(1)       # [B, S]
 
     @staticmethod
     def input_grad(k, ds):
