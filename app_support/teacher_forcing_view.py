@@ -57,6 +57,29 @@ def available_sweeps(folder: Path) -> dict[str, Path]:
     return sweep_files(folder)
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def _sweep_scale(path: str, mtime_ns: int) -> str | None:
+    """A results file's scale ("full" or "reduced"); None if it cannot be read (the page
+    says why when that sweep is chosen). mtime_ns keys the cache to the file's version."""
+    try:
+        return load_results(Path(path)).get("scale")
+    except (Seq2SeqError, OSError, ValueError):
+        return None
+
+
+def default_sweep(sweeps: dict[str, Path]) -> str:
+    """The sweep the page opens on: the first at full scale (a reduced sweep's small models
+    say less about the policies), else the first."""
+    for name, path in sweeps.items():
+        try:
+            version = path.stat().st_mtime_ns
+        except OSError:
+            continue
+        if _sweep_scale(str(path), version) == "full":
+            return name
+    return next(iter(sweeps))
+
+
 # ------------------------------------------------------------------ pure: schedules
 def schedule_configs(linear_c: float, exp_k: float, inv_k: float,
                      constants=CONSTANTS) -> dict[str, TeacherForcingConfig]:
@@ -757,7 +780,7 @@ def render_page() -> None:
     sweeps = available_sweeps(folder)
     results, results_path = None, None
     if sweeps:
-        init_state("tf.sweep", next(iter(sweeps)), valid=lambda v: v in sweeps)
+        init_state("tf.sweep", default_sweep(sweeps), valid=lambda v: v in sweeps)
         if len(sweeps) > 1:
             st.radio("Sweep", list(sweeps), horizontal=True, key="tf.sweep", on_change=save_state, args=("tf.sweep",),
                      format_func=lambda n: SWEEP_LABELS.get(n, n),
