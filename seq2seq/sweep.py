@@ -639,9 +639,12 @@ def run_sweep(sweep: str, opts: dict, out_path: Path, device: str = "auto", jobs
     log(f"{sweep} sweep: {len(specs)} runs ({len(todo)} to train) on {resolved}, {jobs} worker(s), "
         f"{shared['total_batches']} batches each")
 
+    def in_grid_order(runs: dict[str, dict]) -> list[dict]:
+        return sorted(runs.values(), key=lambda r: order.get(r["name"], len(order)))
+
     def record(run: dict) -> None:
         done[run["name"]] = run
-        results["runs"] = sorted(done.values(), key=lambda r: order.get(r["name"], len(order)))
+        results["runs"] = in_grid_order(done)
         results["wall_seconds"] = round(time.perf_counter() - t0, 1)
         write_results(out_path, results)
         status = run.get("error") or json.dumps(run["final"])
@@ -661,7 +664,7 @@ def run_sweep(sweep: str, opts: dict, out_path: Path, device: str = "auto", jobs
     t0 = time.perf_counter()
     train_all(training_order(todo, shared["settings"]))
     # every first-pass run, also those a --resume kept without training (record() never saw them)
-    results["runs"] = sorted(done.values(), key=lambda r: order.get(r["name"], len(order)))
+    results["runs"] = in_grid_order(done)
     extra = extra_seed_plan(results, sweep, opts)      # second pass: more seeds where they matter
     if extra:
         more_specs, _ = plan(sweep, opts, out_path, resolved, threads, data_dir, cache, train_examples, only, extra,
@@ -673,7 +676,7 @@ def run_sweep(sweep: str, opts: dict, out_path: Path, device: str = "auto", jobs
         train_all([s for s in more_specs if s.name not in done])
     results["complete"] = True
     results["wall_seconds"] = round(time.perf_counter() - t0, 1)
-    results["runs"] = sorted(done.values(), key=lambda r: order.get(r["name"], len(order)))
+    results["runs"] = in_grid_order(done)
     write_results(out_path, results)
     return results
 
