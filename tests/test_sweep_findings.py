@@ -1,6 +1,6 @@
 """What a sweep found, in numbers and words (seq2seq.sweep_findings), and the README's
 sweep section (seq2seq.report): computed from the results file, on format 2 files (a
-synthetic translation sweep with known numbers) and the shipped format 1 reversal file."""
+synthetic translation sweep with known numbers) and the format 1 reversal file shipped before the full sweep."""
 import statistics
 
 import pytest
@@ -13,7 +13,8 @@ from seq2seq.sweep_findings import (SPREAD_RULE, compare, findings, format_value
 from apptest_util import TRANSLATE_SWEEP_BLEU, translate_sweep_results
 from conftest import ROOT
 
-SHIPPED = ROOT / "checkpoints" / "sweeps" / "reverse.json"
+# the reduced reversal sweep shipped before the full one: the format 1 file the readers still accept
+FORMAT_1 = ROOT / "tests" / "data" / "sweeps-format1" / "reverse.json"
 
 
 def by_policy(results, arch=None):
@@ -90,7 +91,7 @@ def test_findings_within_the_spread_and_when_teacher_forcing_wins():
 
 
 def test_findings_with_several_archs_and_a_format_1_file():
-    res = load_results(SHIPPED)
+    res = load_results(FORMAT_1)
     assert res["format_version"] == 1
     lines = findings(res)
     for arch in ("gru", "bahdanau"):
@@ -131,13 +132,13 @@ def test_report_prints_each_sweep_file_with_its_table_and_findings(tmp_path):
     folder = tmp_path / "sweeps"
     tr = translate_sweep_results(scale="reduced")
     write_results(folder / "translate.json", tr)
-    (folder / "reverse.json").write_text(SHIPPED.read_text())
+    (folder / "reverse.json").write_text(FORMAT_1.read_text())
     text = report.sweep_section(folder)
     assert text.index("Teacher forcing sweep, reversal") < text.index("Teacher forcing sweep, translation")
     assert "a reduced sweep made by the tests" in text and "`translate.json`, 11 runs" in text
     assert "| bahdanau | constant 1 | one per token | 3 | 29.00 | 28.00–30.00 | 1.00 |" in text
     assert "| bahdanau | **tutorials' rule 0.5** | one per step for the batch | 1 | 27.00 | 27.00–27.00 | - |" in text
-    for line in findings(tr) + findings(load_results(SHIPPED)):
+    for line in findings(tr) + findings(load_results(FORMAT_1)):
         assert f"- {line}" in text
     # build() puts the section into the README's results, from CHECKPOINTS/sweeps by default
     (tmp_path / "ckpts").mkdir()
