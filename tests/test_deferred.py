@@ -17,31 +17,33 @@ def _leaves(seed=0):
     return {"w": r(H, H), "m_src": r(B, S, H), "w_m": r(H, H), "emb": r(V, H), "h0": r(B, H)}
 
 
-def _loop(p, deferred: bool):
+def _loop(p, deferred: bool, rows=(B,) * T):
     """A toy decoder: every step uses W (linear), the memory M = m_src W_m (scores and a
-    weighted sum) and the embedding (ids from the previous step's argmax)."""
+    weighted sum) and the embedding (ids from the previous step's argmax). rows[t]: the
+    batch's first rows that run step t (training's loop drops rows whose target ended)."""
     memory = p["m_src"] @ p["w_m"]                                    # computed: its grad flows on
     if deferred:
         lin, scores, wsum = DeferredLinear(p["w"]), DeferredScores(memory), DeferredWeightedSum(memory)
         emb = DeferredEmbedding(p["emb"], padding_idx=0)
     else:
         lin = lambda x: F.linear(x, p["w"])
-        scores = lambda q: torch.bmm(memory, q.unsqueeze(2)).squeeze(2)
-        wsum = lambda a: torch.bmm(a.unsqueeze(1), memory).squeeze(1)
+        scores = lambda q: torch.bmm(memory[:q.size(0)], q.unsqueeze(2)).squeeze(2)
+        wsum = lambda a: torch.bmm(a.unsqueeze(1), memory[:a.size(0)]).squeeze(1)
         emb = lambda ids: F.embedding(ids, p["emb"], padding_idx=0)
     h, ids, out = p["h0"], torch.tensor([0, 1, 2, 0, 3]), []
-    for _ in range(T):
-        a = torch.softmax(scores(h).float(), -1)                      # [B, S]
-        h = torch.tanh(lin(h) + wsum(a) + emb(ids))                   # [B, H]
+    for n in rows:
+        h, ids = h[:n], ids[:n]
+        a = torch.softmax(scores(h).float(), -1)                      # [n, S]
+        h = torch.tanh(lin(h) + wsum(a) + emb(ids))                   # [n, H]
         ids = h.detach().float().argmax(-1) % V
         out.append(h)
-    return torch.stack(out, 1).float().square().mean()
+    return torch.cat(out, 0).float().square().mean()
 
 
-def _grads(deferred, autocast=False, seed=0):
+def _grads(deferred, autocast=False, seed=0, rows=(B,) * T):
     p = _leaves(seed)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-        loss = _loop(p, deferred)
+        loss = _loop(p, deferred, rows)
     return loss, torch.autograd.grad(loss, list(p.values()))
 
 
@@ -52,6 +54,18 @@ def test_values_and_gradients_equal_the_standard_ops_in_float32():
     for name, a, b in zip(_leaves(), got, ref):
         assert a.dtype == b.dtype == torch.float32, name
         assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), name
+
+
+def test_steps_on_fewer_rows_give_the_standard_ops_gradients():
+    # rows 3-4 stop after step 1 and rows 1-4 after step 2: the memory's rows get gradients
+    # only from the steps they ran
+    ref_loss, ref = _grads(False, rows=(5, 5, 3, 1))
+    loss, got = _grads(True, rows=(5, 5, 3, 1))
+    assert torch.allclose(loss, ref_loss, rtol=1e-6)
+    for name, a, b in zip(_leaves(), got, ref):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6), name
+    _, full = _grads(True)
+    assert not torch.allclose(got[1], full[1])                 # the rows that stopped count
 
 
 def test_under_bf16_autocast_the_gradients_stay_within_bf16_rounding():

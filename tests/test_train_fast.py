@@ -55,6 +55,30 @@ def test_several_gru_layers_also_match(ratio, layers):
         assert all(torch.allclose(ga[k], gb[k], atol=GRAD_TOL, rtol=1e-4) for k in ga)
 
 
+@pytest.mark.parametrize("arch, ratio", [("bahdanau", 1.0), ("luong", 1.0), ("gru", 0.5), ("lstm", 0.0)])
+def test_the_step_loop_runs_only_the_rows_whose_target_goes_on(arch, ratio, monkeypatch):
+    # the batch's targets: 8 steps, except row 2 (5) and row 4 (3); the parity tests above
+    # check that dropping rows changes no loss or gradient
+    model = build_model(tiny_config(arch)).train()
+    rows, features = [], type(model.decoder).features
+    def spy(self, x, state, memory, fast=None):
+        rows.append(x.size(0))
+        assert all(v.size(0) == x.size(0) for v in state.values()) and memory.mask.size(0) == x.size(0)
+        return features(self, x, state, memory, fast)
+    monkeypatch.setattr(type(model.decoder), "features", spy)
+    src, lens, tgt = batch()
+    _, n = model.loss(src, lens, tgt, teacher_forcing=ratio)
+    assert rows == [6, 6, 6, 5, 5, 4, 4, 4] and sum(rows) == n
+
+
+def test_targets_padded_inside_are_refused_by_the_fast_path():
+    model = build_model(tiny_config("gru")).train()
+    src, lens, tgt = batch()
+    tgt[1, 3] = 0                                       # padding before real tokens
+    with pytest.raises(ValueError, match="padded on the right"):
+        model.loss(src, lens, tgt)
+
+
 def test_coins_are_per_token_and_per_sequence():
     torch.manual_seed(0)
     tgt = torch.zeros(64, 30, dtype=torch.long)
@@ -122,9 +146,12 @@ def test_ratio_zero_feeds_the_models_own_argmax_on_the_fast_path_too():
     other = tgt.clone()
     other[:, 1:-1][other[:, 1:-1] > 3] = 4 + (other[:, 1:-1][other[:, 1:-1] > 3] + 3) % 15
     coins = Seq2Seq.draw_coins(tgt, 0.0)
-    la = model.decoder.train_features(tgt[:, :-1], *reversed(model.encode(src, lens)), coins)
-    lb = model.decoder.train_features(other[:, :-1], *reversed(model.encode(src, lens)), coins)
-    assert torch.equal(la[:, :1], lb[:, :1])                # step 0 sees <sos> only
+    B, T = tgt[:, :-1].shape
+    steps = torch.full((B,), T)                              # every row runs every step
+    la = model.decoder.train_features(tgt[:, :-1], *reversed(model.encode(src, lens)), coins, steps)
+    lb = model.decoder.train_features(other[:, :-1], *reversed(model.encode(src, lens)), coins, steps)
+    assert la.shape[0] == B * T                              # step-major: step 0's rows first
+    assert torch.equal(la[:B], lb[:B])                       # step 0 sees <sos> only
     assert torch.allclose(la, lb)                            # later steps: predictions, not gold
 
 

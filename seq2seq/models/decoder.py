@@ -41,6 +41,11 @@ class Memory:
     keys: torch.Tensor | None = None       # [B, S, A] attention keys, computed once per input
     context: torch.Tensor | None = None    # [B, H] fixed context vector (Cho et al.)
 
+    def prefix(self, n: int) -> "Memory":
+        """The first n rows of every tensor (views): training's loop drops rows that ended."""
+        return Memory(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[:n]
+                         for f in fields(self)})
+
     def index_select(self, idx: torch.Tensor) -> "Memory":
         """Rows `idx` of every tensor (beam search expands and reorders the batch)."""
         return Memory(**{f.name: None if getattr(self, f.name) is None
@@ -126,16 +131,24 @@ class DecoderBase(nn.Module):
         w = self.rnn.weight_ih_l0
         return {"w_emb": w[:, :emb_dim].contiguous(), "w_rest": w[:, emb_dim:].contiguous()}
 
-    def train_features(self, tgt_in: torch.Tensor, state, memory, coins: torch.Tensor | None) -> torch.Tensor:
-        """All steps' features after dropout, [B, T, D], for the output layer to score at once.
+    def train_features(self, tgt_in: torch.Tensor, state, memory, coins: torch.Tensor | None,
+                       steps: torch.Tensor) -> torch.Tensor:
+        """The features of every real target token after dropout, [N, D], step-major (all rows
+        of step 0, then of step 1, ...), for the output layer to score at once.
 
-        tgt_in [B, T] gold inputs (<sos> first); coins [B, T] True where step t is fed the
-        gold token (column 0 unused: step 0 always gets <sos>), None for all gold. Where a
-        coin says no, the step is fed the argmax of the previous step's logits, which only
-        the no-grad exact argmax computes (output.py): the logits themselves come later."""
-        if coins is None and self.teacher_forced_features is not None:
-            return self.dropout(self.teacher_forced_features(tgt_in, state, memory))
+        tgt_in [B, T] gold inputs (<sos> first); steps [B] how many steps of each row are
+        real (its target length), rows sorted longest first, so the rows still running at
+        step t are a prefix of the batch: the loop computes only those (the tutorials' loop
+        runs every row to the longest target; ~30% of Multi30k's step-rows are padding).
+        coins [B, T] True where step t is fed the gold token (column 0 unused: step 0 always
+        gets <sos>), None for all gold. Where a coin says no, the step is fed the argmax of
+        the previous step's logits, which only the no-grad exact argmax computes
+        (output.py): the logits themselves come later."""
         T = tgt_in.size(1)
+        counts = (steps.unsqueeze(0) > torch.arange(T, device=steps.device).unsqueeze(1)).sum(1).tolist()  # rows at step t
+        if coins is None and self.teacher_forced_features is not None:
+            feats = self.dropout(self.teacher_forced_features(tgt_in, state, memory))   # [B, T, D]
+            return torch.cat([feats[:n, t] for t, n in enumerate(counts) if n], 0)     # [N, D]
         x_gold = self.embed(tgt_in)                                     # [B, T, E]
         consts = self.batch_constants(x_gold.size(-1), memory)
         pre_gold = self.input_projection(x_gold, consts)                # [B, T, 3H] or None
@@ -144,25 +157,30 @@ class DecoderBase(nn.Module):
         x_steps = x_gold.unbind(1)
         pre_steps = [None] * T if pre_gold is None else pre_gold.unbind(1)
         fed_back = None if coins is None else DeferredEmbedding(self.embedding.weight, self.embedding.padding_idx)
-        feats, predicted = [], None
-        for t in range(T):
-            x, pre = x_steps[t], pre_steps[t]
+        feats, predicted, rows = [], None, tgt_in.size(0)
+        for t, n in enumerate(counts):
+            if n == 0:
+                break
+            if n < rows:                       # rows that ended drop out of the batch (a prefix view)
+                rows, memory = n, memory.prefix(n)
+                state = {k: v[:n] for k, v in state.items()}
+            x, pre = x_steps[t][:n], None if pre_steps[t] is None else pre_steps[t][:n]
             if predicted is not None:
-                gold = coins[:, t].unsqueeze(1)                         # [B, 1]
-                x_pred = self.dropout(fed_back(predicted))              # [B, E]
+                gold = coins[:n, t].unsqueeze(1)                        # [n, 1]
+                x_pred = self.dropout(fed_back(predicted[:n]))          # [n, E]
                 x = torch.where(gold, x, x_pred)
                 if pre is not None:
                     pre = torch.where(gold, pre, self.input_projection(x_pred, consts))
             f, state, _ = self.features(x, state, memory, None if pre is None else dict(consts, x_proj=pre))
             predicted = None
             if coins is not None:
-                f = self.dropout(f)                                     # [B, D], as the logits see it
-                if t + 1 < T:
-                    predicted = self.predictions_for_tails(f, coins[:, t + 1])
+                f = self.dropout(f)                                     # [n, D], as the logits see it
+                if t + 1 < T and counts[t + 1]:
+                    predicted = self.predictions_for_tails(f[:counts[t + 1]], coins[:counts[t + 1], t + 1])
             feats.append(f)
         if coins is None:                      # no step needed its logits: one dropout mask
-            return self.dropout(torch.stack(feats, 1))                  # [B, T, D]
-        return torch.stack(feats, 1)
+            return self.dropout(torch.cat(feats, 0))                    # [N, D]
+        return torch.cat(feats, 0)
 
     def predictions_for_tails(self, f: torch.Tensor, gold_next: torch.Tensor) -> torch.Tensor | None:
         """The argmax ids [B] the next step is fed where its coin is tails (gold_next [B]
@@ -310,7 +328,8 @@ class ChoDecoder(DecoderBase):
         if pre is None:
             return None
         z_proj = consts["z_proj"]                              # [B, 3H]
-        return pre + (z_proj if pre.dim() == 2 else z_proj.unsqueeze(1))
+        # one step's rows are the batch's first ones (train_features drops rows that ended)
+        return pre + (z_proj[:pre.size(0)] if pre.dim() == 2 else z_proj.unsqueeze(1))
 
     def features(self, x, state, memory, fast=None):
         z = memory.context                                     # [B, H]

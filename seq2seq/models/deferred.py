@@ -130,45 +130,58 @@ class DeferredLinear(DeferredOperand):
 
 
 class DeferredWeightedSum(DeferredOperand):
-    """a [B, S] -> sum_i a_i M_i [B, D] for a memory M [B, S, D] (a context, or the encoder
-    outputs already multiplied by a weight); dM = A^T dY, one [B, S, T] x [B, T, D] bmm
-    after the loop, in place of an outer product of M's size at every step.
+    """a [n, S] -> sum_i a_i M_i [n, D] for a memory M [B, S, D] (a context, or the encoder
+    outputs already multiplied by a weight), n <= B: a step's rows are the batch's first n
+    (training's loop drops rows that ended). dM = A^T dY, one [B, S, T] x [B, T, D] bmm
+    after the loop (rows absent from a step count zero), in place of an outer product of
+    M's size at every step.
     A step's da = M dy runs as a row times M^T (a transposed view, no copy): bmm's
     matrix-times-column form is ~10x slower on the CPU in float32 (~1.3x in bf16)."""
 
     @staticmethod
     def product(m, a):
-        return torch.bmm(a.unsqueeze(1), m).squeeze(1)
+        return torch.bmm(a.unsqueeze(1), m[:a.size(0)]).squeeze(1)
 
     @staticmethod
     def input_grad(m, dy):
-        return torch.bmm(dy.unsqueeze(1), m.transpose(1, 2)).squeeze(1)        # da [B, S]
+        return torch.bmm(dy.unsqueeze(1), m[:dy.size(0)].transpose(1, 2)).squeeze(1)   # da [n, S]
 
-    @staticmethod
-    def reduce(records):
-        a = torch.stack([a for a, _ in records], 2)                              # [B, S, T]
-        dy = torch.stack([dy for _, dy in records], 1)                           # [B, T, D]
-        return torch.bmm(a, dy)                                                  # [B, S, D]
+    def reducer(self):
+        return functools.partial(_weighted_sum_grad, self.value.size(0))
+
+
+def _weighted_sum_grad(rows, records):
+    a = torch.stack([_rows(a, rows) for a, _ in records], 2)                     # [B, S, T]
+    dy = torch.stack([_rows(dy, rows) for _, dy in records], 1)                  # [B, T, D]
+    return torch.bmm(a, dy)                                                      # [B, S, D]
 
 
 class DeferredScores(DeferredOperand):
-    """q [B, H] -> K q [B, S] (Luong's scores against precomputed keys K [B, S, H]);
-    dK = dS^T Q, one bmm after the loop. The scores run as a row times K^T (a transposed
-    view; see DeferredWeightedSum)."""
+    """q [n, H] -> K q [n, S] (Luong's scores against precomputed keys K [B, S, H], a step's
+    rows the batch's first n); dK = dS^T Q, one bmm after the loop. The scores run as a row
+    times K^T (a transposed view; see DeferredWeightedSum)."""
 
     @staticmethod
     def product(k, q):
-        return torch.bmm(q.unsqueeze(1), k.transpose(1, 2)).squeeze(1)       # [B, S]
+        return torch.bmm(q.unsqueeze(1), k[:q.size(0)].transpose(1, 2)).squeeze(1)   # [n, S]
 
     @staticmethod
     def input_grad(k, ds):
-        return torch.bmm(ds.unsqueeze(1), k).squeeze(1)                      # dq [B, H]
+        return torch.bmm(ds.unsqueeze(1), k[:ds.size(0)]).squeeze(1)                 # dq [n, H]
 
-    @staticmethod
-    def reduce(records):
-        q = torch.stack([q for q, _ in records], 1)                              # [B, T, H]
-        ds = torch.stack([ds for _, ds in records], 2)                           # [B, S, T]
-        return torch.bmm(ds, q)                                                  # [B, S, H]
+    def reducer(self):
+        return functools.partial(_scores_grad, self.value.size(0))
+
+
+def _scores_grad(rows, records):
+    q = torch.stack([_rows(q, rows) for q, _ in records], 1)                     # [B, T, H]
+    ds = torch.stack([_rows(ds, rows) for _, ds in records], 2)                  # [B, S, T]
+    return torch.bmm(ds, q)                                                      # [B, S, H]
+
+
+def _rows(x: torch.Tensor, rows: int) -> torch.Tensor:
+    """x [n, ...] -> [rows, ...], zeros below (a step's absent rows)."""
+    return x if x.size(0) == rows else F.pad(x, (0, 0) * (x.dim() - 1) + (0, rows - x.size(0)))
 
 
 class DeferredEmbedding(DeferredOperand):

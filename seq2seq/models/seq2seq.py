@@ -131,8 +131,9 @@ class Seq2Seq(nn.Module):
              label_smoothing: float = 0.0, fast: bool = True, precision: str = "float32", coin: str = "token"):
         """Mean cross-entropy per target token (padding excluded) and the number of tokens.
 
-        fast=True, training's path: the decoder loop keeps only what is sequential
-        (decoder.train_features); the output layer and the loss then run once over the
+        fast=True, training's path: the decoder loop keeps only what is sequential, on the
+        rows whose target has not ended (decoder.train_features; the batch is sorted longest
+        target first for it); the output layer and the loss then run once over the
         real (non-padding) target tokens of all steps, on the CPU fused into one chunked
         pass (models/fused_loss.py). fast=False: the plain step loop (`forward`). Same
         values either way (tests/test_train_fast.py).
@@ -150,15 +151,24 @@ class Seq2Seq(nn.Module):
             logits = self(src, src_lens, tgt, coins=coins)                 # [B, T-1, V]
             return F.cross_entropy(logits.float()[keep], gold[keep], label_smoothing=label_smoothing), n_tokens
         bf16 = precision == "bf16"
+        # rows longest target first, so the decoder loop can drop each row when its target
+        # ends (decoder.train_features); a batch's loss and gradients do not depend on its order
+        steps = keep.sum(1)                                                # [B] real steps per row
+        if not torch.equal(keep, torch.arange(keep.size(1), device=keep.device) < steps.unsqueeze(1)):
+            raise ValueError("targets must be padded on the right only")
+        order = torch.argsort(steps, descending=True, stable=True)
+        src, tgt, steps = src[order], tgt[order], steps[order]
+        src_lens = src_lens[order.to(src_lens.device)]
+        coins = None if coins is None else coins[order]
+        gold = tgt[:, 1:].t()[keep[order].t()]                             # [N] real tokens, step-major
         with torch.autocast(src.device.type, dtype=torch.bfloat16, enabled=bf16):
             memory, state = self.encode(src, src_lens, deferred=True)
-            feats = self.decoder.train_features(tgt[:, :-1], state, memory, coins)   # [B, T-1, D]
-            feats = feats[keep]                                            # [N, D] real tokens only
+            feats = self.decoder.train_features(tgt[:, :-1], state, memory, coins, steps)   # [N, D], step-major
             if feats.device.type != "cpu":     # GPUs: cuBLAS and the fused log-softmax kernel are fine as they are
                 logits = self.decoder.out(feats)                           # [N, V]
-                return F.cross_entropy(logits.float(), gold[keep], label_smoothing=label_smoothing), n_tokens
+                return F.cross_entropy(logits.float(), gold, label_smoothing=label_smoothing), n_tokens
             h, weight, bias = self.decoder.out.final_operands(feats)      # h [N, E or D]
-        return linear_cross_entropy(h, weight, bias, gold[keep], label_smoothing,
+        return linear_cross_entropy(h, weight, bias, gold, label_smoothing,
                                     torch.bfloat16 if bf16 else torch.float32), n_tokens
 
 
