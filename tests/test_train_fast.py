@@ -71,6 +71,20 @@ def test_the_step_loop_runs_only_the_rows_whose_target_goes_on(arch, ratio, monk
     assert rows == [6, 6, 6, 5, 5, 4, 4, 4] and sum(rows) == n
 
 
+@pytest.mark.parametrize("arch", ["lstm", "gru"])
+def test_the_teacher_forced_layers_also_run_only_the_rows_whose_target_goes_on(arch, monkeypatch):
+    from seq2seq.models import decoder as decoder_module
+    model = build_model(tiny_config(arch)).train()
+    rows, layer_steps = [], decoder_module.rnn_layer_steps
+    def spy(cell, gi_steps, *args):
+        rows.append([g.size(0) for g in gi_steps])
+        return layer_steps(cell, gi_steps, *args)
+    monkeypatch.setattr(decoder_module, "rnn_layer_steps", spy)
+    src, lens, tgt = batch()
+    _, n = model.loss(src, lens, tgt)                              # ratio 1: a layer at a time
+    assert rows == [[6, 6, 6, 5, 5, 4, 4, 4]] * model.cfg.n_layers and n == 40
+
+
 def test_targets_padded_inside_are_refused_by_the_fast_path():
     model = build_model(tiny_config("gru")).train()
     src, lens, tgt = batch()

@@ -11,7 +11,8 @@ Training's fast path (`train_features`) runs the same `features` with everything
 not depend on the previous step taken out of the loop: the gold tokens embedded at once,
 their part of the RNN input projection as one matmul (`input_projection`, passed back in
 as `pre`), and the output layer left to the caller, who applies it to all steps at once.
-`teacher_forced_features` (lstm, gru) does a fully teacher-forced batch as one RNN call.
+`teacher_forced_features` (lstm, gru) does a fully teacher-forced batch a layer at a time
+(each layer's input projection one matmul over all steps).
 
 A state is a dict of batch-first tensors, so beam search can reorder any decoder's
 state with one `index_select` on dim 0."""
@@ -28,7 +29,7 @@ from .attention import AdditiveAttention, GeneralAttention
 from .deferred import DeferredEmbedding, DeferredLinear, DeferredWeightedSum
 from .kernels import FastDropout, PackedLinears, dropout, gru_update
 from .output import OutputLayer
-from .rnn import gru_layer_deferred, run_rnn
+from .rnn import rnn_layer_steps, run_rnn
 
 State = dict  # name -> batch-first tensor
 
@@ -145,10 +146,10 @@ class DecoderBase(nn.Module):
         the previous step's logits, which only the no-grad exact argmax computes
         (output.py): the logits themselves come later."""
         T = tgt_in.size(1)
-        counts = (steps.unsqueeze(0) > torch.arange(T, device=steps.device).unsqueeze(1)).sum(1).tolist()  # rows at step t
+        running = torch.arange(T, device=steps.device).unsqueeze(1) < steps.unsqueeze(0)    # [T, B]
+        counts = running.sum(1).tolist()                                   # rows at step t
         if coins is None and self.teacher_forced_features is not None:
-            feats = self.dropout(self.teacher_forced_features(tgt_in, state, memory))   # [B, T, D]
-            return torch.cat([feats[:n, t] for t, n in enumerate(counts) if n], 0)     # [N, D]
+            return self.dropout(self.teacher_forced_features(tgt_in, state, memory, running, counts))   # [N, D]
         x_gold = self.embed(tgt_in)                                     # [B, T, E]
         consts = self.batch_constants(x_gold.size(-1), memory)
         pre_gold = self.input_projection(x_gold, consts)                # [B, T, 3H] or None
@@ -243,7 +244,8 @@ class DecoderBase(nn.Module):
     def embed(self, prev: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.embedding(prev))   # [B] -> [B, E]  (or [B, T] -> [B, T, E])
 
-    # Optional: features [B, T, D] of all steps at once when every input is gold (ratio 1.0).
+    # Optional: (tgt_in, state, memory, running [T, B], counts) -> the features [N, D] of every
+    # real step, step-major, when every input is gold (ratio 1.0); a layer at a time.
     teacher_forced_features = None
 
 
@@ -300,10 +302,19 @@ class SutskeverDecoder(DecoderBase):
                 inp = dropout(h, self.rnn.dropout, generator)               # as run_rnn draws it
         return hs[-1], {"h": torch.stack(hs, 1), "c": torch.stack(cs, 1)}, None
 
-    def teacher_forced_features(self, tgt_in, state, memory):
-        x = self.embed(tgt_in)                                 # [B, T, E]
-        out, _ = self.run_rnn(x, (_to_rnn(state["h"]), _to_rnn(state["c"])))
-        return out                                             # [B, T, H]
+    def teacher_forced_features(self, tgt_in, state, memory, running, counts):
+        # a layer at a time over the real steps, step-major (see train_features)
+        inp = step_major(self.embed(tgt_in), running)          # [N, E]
+        r, generator = self.rnn, self.dropout.randomness.generator()
+        for l in range(self.n_layers):
+            gi = F.linear(inp, getattr(r, f"weight_ih_l{l}"),
+                          getattr(r, f"bias_ih_l{l}") + getattr(r, f"bias_hh_l{l}"))          # [N, 4H]
+            out = rnn_layer_steps("lstm", gi.split(counts), getattr(r, f"weight_hh_l{l}"), None,
+                                  state["h"][:, l], state["c"][:, l])
+            inp = torch.cat(out)                               # [N, H]
+            if l + 1 < self.n_layers and r.training and r.dropout > 0:
+                inp = dropout(inp, r.dropout, generator)       # as run_rnn draws it
+        return inp
 
 
 class ChoDecoder(DecoderBase):
@@ -340,17 +351,27 @@ class ChoDecoder(DecoderBase):
         feats = torch.cat([x, out, z], -1)                     # [B, E + H + H]
         return feats, {"h": h}, None
 
-    def teacher_forced_features(self, tgt_in, state, memory):
+    def teacher_forced_features(self, tgt_in, state, memory, running, counts):
+        # a layer at a time over the real steps, step-major (see train_features): the
+        # input matmul for all steps at once (z's part once per row), W_hh's gradient deferred
         x = self.embed(tgt_in)                                 # [B, T, E]
-        z = memory.context.unsqueeze(1).expand(-1, x.size(1), -1)  # [B, T, H]
-        if self.n_layers == 1 and torch.is_grad_enabled():
-            # one input matmul for all steps (z's part once), W_hh's gradient deferred; under
-            # --cpu-bf16 the matmuls in bf16 like the step loop's, gates and state float32
+        z = memory.context.unsqueeze(1).expand(-1, x.size(1), -1)   # [B, T, H]
+        if self.n_layers == 1:
             gi = self.input_projection(x, self.input_constants(x.size(-1), memory))   # [B, T, 3H]
-            out, _ = gru_layer_deferred(gi, self.rnn.weight_hh_l0, self.rnn.bias_hh_l0, state["h"][:, 0])
+            r = self.rnn
+            out = torch.cat(rnn_layer_steps("gru", step_major(gi, running).split(counts), r.weight_hh_l0,
+                                            r.bias_hh_l0, state["h"][:, 0]))           # [N, H]
         else:
             out, _ = self.run_rnn(torch.cat([x, z], -1), _to_rnn(state["h"]))
-        return torch.cat([x, out, z], -1)                      # [B, T, E + H + H]
+            out = step_major(out, running)
+        return torch.cat([step_major(x, running), out, step_major(z, running)], -1)   # [N, E + H + H]
+
+
+def step_major(x: torch.Tensor, running: torch.Tensor) -> torch.Tensor:
+    """x [B, T, ...] -> the running rows' entries [N, ...], step-major (step 0's rows, then
+    step 1's, ...); running [T, B] True where row b runs step t. One gather, whose backward
+    is one scatter (slices per step would each zero-fill a gradient of x's size)."""
+    return x.transpose(0, 1)[running]
 
 
 class _BridgedAttentionDecoder(DecoderBase):

@@ -79,3 +79,30 @@ def gru_layer_deferred(gi: torch.Tensor, w_hh: torch.Tensor, b_hh: torch.Tensor,
         h = new if mask is None else torch.where(mask_steps[t], new, h)
     outputs = torch.stack(out, 1)                                        # [B, S, H]
     return (outputs if mask is None else outputs * mask), h
+
+
+def rnn_layer_steps(cell: str, gi_steps: tuple, w_hh: torch.Tensor, b_hh: torch.Tensor | None,
+                    h: torch.Tensor, c: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """One LSTM or GRU layer for training's fast path, on rows that drop out as their
+    sequences end: gi_steps[t] [n_t, G] is the input projection of step t's rows (for an
+    LSTM both biases included; for a GRU b_ih only, b_hh given apart), the batch's first
+    n_t rows, n_t non-increasing; h (and c for an LSTM) [B, H] the initial state. Returns
+    each step's output [n_t, H]. nn.LSTM's / nn.GRU's equations; W_hh's gradient is one
+    matmul after the loop (deferred.py). (Packed nn.LSTM is slower than the padded call on
+    the CPU; this loop also leaves the padding out.)"""
+    hh = DeferredLinear(w_hh)
+    out = []
+    for gi in gi_steps:
+        n = gi.size(0)
+        if n < h.size(0):                      # rows that ended: a prefix view
+            h = h[:n]
+            c = None if c is None else c[:n]
+        gh = hh(h).to(h.dtype)                                           # [n, G]
+        if cell == "gru":
+            h = gru_update(gi, gh + b_hh, h)                                 # [n, H]
+        else:
+            i, f, g, o = (gi.to(h.dtype) + gh).chunk(4, 1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+        out.append(h)
+    return out
