@@ -347,9 +347,9 @@ def test_known_numbers_give_the_findings_and_a_full_sweep_has_no_notice(v2_sweep
     assert summary.loc["inverse-sigmoid decay", "mean"] == pytest.approx(0.85)
     assert summary.loc["constant 1", "std"] == pytest.approx(0.1)             # sample std of 0.5, 0.6, 0.7
     text = findings_text(at)
-    assert "Best policy by mean free-running test exact match: inverse-sigmoid decay (0.850 over 3 seeds)." in text
-    assert ("inverse-sigmoid decay beats constant 1 (0.600 over 3 seeds) by 0.250: larger than the seed spread "
-            "(the wider min–max range of the two is 0.200).") in text
+    assert "Best policy by mean free-running test exact match: inverse-sigmoid decay (0.8500 over 3 seeds)." in text
+    assert ("inverse-sigmoid decay beats constant 1 (0.6000 over 3 seeds) by 0.2500: larger than the seed spread "
+            "(the wider min–max range of the two is 0.2000).") in text
     assert "There is no constant 0.5 run to set the tutorials' rule against." in text
     assert not at.exception
 

@@ -98,7 +98,7 @@ def test_findings_with_several_archs_and_a_format_1_file():
         rows = by_policy(res, arch)
         best = max(rows.values(), key=lambda r: r["mean"])
         assert f"{arch}: Best policy by mean free-running test exact match: {best['strategy']} " \
-               f"({best['mean']:.3f} over 3 seeds)." in lines
+               f"({best['mean']:.4f} over 3 seeds)." in lines
     assert any("no tutorials' rule runs (its format predates them)" in line for line in lines)
     assert lines[-1] == SPREAD_RULE
     # format 1 settings have no coin fields: per token, as the engine did then
@@ -117,7 +117,7 @@ def test_findings_on_no_finished_runs_and_formats():
         r["error"] = "stopped"
     assert findings(res) == ["No run of this sweep has finished yet, so there is nothing to compare."]
     assert format_value({"metric": "bleu"}, 3.14159) == "3.14"
-    assert format_value({"metric": "exact_match"}, 0.5, signed=True) == "+0.500"
+    assert format_value({"metric": "exact_match"}, 0.5, signed=True) == "+0.5000"
     assert format_value({"metric": "exact_match"}, None) == "n/a"
 
 
