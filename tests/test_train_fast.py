@@ -71,10 +71,10 @@ def test_the_step_loop_runs_only_the_rows_whose_target_goes_on(arch, ratio, monk
     assert rows == [6, 6, 6, 5, 5, 4, 4, 4] and sum(rows) == n
 
 
-@pytest.mark.parametrize("arch", ["lstm", "gru"])
-def test_the_teacher_forced_layers_also_run_only_the_rows_whose_target_goes_on(arch, monkeypatch):
+@pytest.mark.parametrize("arch, layers", [("lstm", 2), ("gru", 1), ("gru", 2)])
+def test_the_teacher_forced_layers_also_run_only_the_rows_whose_target_goes_on(arch, layers, monkeypatch):
     from seq2seq.models import decoder as decoder_module
-    model = build_model(tiny_config(arch)).train()
+    model = build_model(tiny_config(arch, n_layers=layers)).train()
     rows, layer_steps = [], decoder_module.rnn_layer_steps
     def spy(cell, gi_steps, *args):
         rows.append([g.size(0) for g in gi_steps])

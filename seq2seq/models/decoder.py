@@ -356,14 +356,15 @@ class ChoDecoder(DecoderBase):
         # input matmul for all steps at once (z's part once per row), W_hh's gradient deferred
         x = self.embed(tgt_in)                                 # [B, T, E]
         z = memory.context.unsqueeze(1).expand(-1, x.size(1), -1)   # [B, T, H]
-        if self.n_layers == 1:
-            gi = self.input_projection(x, self.input_constants(x.size(-1), memory))   # [B, T, 3H]
-            r = self.rnn
-            out = torch.cat(rnn_layer_steps("gru", step_major(gi, running).split(counts), r.weight_hh_l0,
-                                            r.bias_hh_l0, state["h"][:, 0]))           # [N, H]
-        else:
-            out, _ = self.run_rnn(torch.cat([x, z], -1), _to_rnn(state["h"]))
-            out = step_major(out, running)
+        gi = step_major(self.input_projection(x, self.input_constants(x.size(-1), memory)), running)  # [N, 3H]
+        r, generator = self.rnn, self.dropout.randomness.generator()
+        for l in range(self.n_layers):
+            if l:                              # the layer below's outputs, dropout as run_rnn draws it
+                if r.training and r.dropout > 0:
+                    out = dropout(out, r.dropout, generator)
+                gi = F.linear(out, getattr(r, f"weight_ih_l{l}"), getattr(r, f"bias_ih_l{l}"))    # [N, 3H]
+            out = torch.cat(rnn_layer_steps("gru", gi.split(counts), getattr(r, f"weight_hh_l{l}"),
+                                            getattr(r, f"bias_hh_l{l}"), state["h"][:, l]))      # [N, H]
         return torch.cat([step_major(x, running), out, step_major(z, running)], -1)   # [N, E + H + H]
 
 
