@@ -68,10 +68,11 @@ def test_steps_on_fewer_rows_give_the_standard_ops_gradients():
     assert not torch.allclose(got[1], full[1])                 # the rows that stopped count
 
 
-def test_under_bf16_autocast_the_gradients_stay_within_bf16_rounding():
-    _, exact = _grads(False)
-    _, ref = _grads(False, autocast=True)
-    _, got = _grads(True, autocast=True)
+@pytest.mark.parametrize("rows", [(B,) * T, (5, 5, 3, 1)])
+def test_under_bf16_autocast_the_gradients_stay_within_bf16_rounding(rows):
+    _, exact = _grads(False, rows=rows)
+    _, ref = _grads(False, autocast=True, rows=rows)
+    _, got = _grads(True, autocast=True, rows=rows)
     for name, a, b, e in zip(_leaves(), got, ref, exact):
         assert a.dtype == torch.float32, name                        # the leaf's own dtype
         scale = e.abs().max()
