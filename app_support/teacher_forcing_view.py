@@ -29,8 +29,8 @@ from seq2seq.lab import lab_configs, run_lab
 from seq2seq.schedules import describe, teacher_forcing_ratio
 from seq2seq.sweep import (BASELINE, best_scheduled, constant_setting, decay_setting, full_command, load_results,
                            tutorials_rule_setting)
-from seq2seq.sweep_findings import (COIN_CAPTION, COIN_LABELS, findings, metric_key, metric_label, policy_order,
-                                    policy_summary, run_value, setting_info, sweep_files)
+from seq2seq.sweep_findings import (COIN_CAPTION, COIN_LABELS, findings, metric_key, metric_label, planned_runs,
+                                    policy_order, policy_summary, run_value, setting_info, sweep_files)
 
 from .common import (checkpoint_root, file_slug, get_translator, guarded, init_state, model_entries, save_state,
                      set_state, set_url, show_altair, show_source_notes, sidebar_settings)
@@ -289,7 +289,11 @@ def render_sweep(results: dict | None, where: str, font_size: int, sweep: str = 
     if results.get("scale") != "full":
         st.warning("These are results of a reduced sweep: " + str(results.get("note", "")))
     if not results.get("complete", True):
-        st.info(f"The sweep is not finished yet: {len(results['runs'])} runs so far.")
+        planned = planned_runs(results)
+        st.info(f"The sweep is not finished yet: {len(results['runs'])} "
+                + (f"of its {planned} runs" if planned else "runs") + " so far. Runs train seed by seed, so "
+                "every policy gets its first seed before any gets a second; the seeds column says how many "
+                "each policy has.")
     runs = runs_frame(results)
     failed = runs[runs["error"].notna()]
     if len(failed):

@@ -123,10 +123,11 @@ def sweep_table(results: dict) -> str:
 
 def sweep_block(name: str, results: dict) -> str:
     """A sweep file's headline: how it was made, its table and its findings."""
-    from .sweep_findings import findings, metric_label
+    from .sweep_findings import findings, metric_label, planned_runs
 
     made = "the full sweep" if results.get("scale") == "full" else (results.get("note") or "a reduced sweep")
-    done = "" if results.get("complete", True) else ", not finished yet"
+    planned = planned_runs(results)
+    done = "" if results.get("complete", True) else (f" of {planned}" if planned else "") + ", not finished yet"
     head = (f"Teacher forcing sweep, {SWEEP_TITLES.get(name, name)} (`{name}.json`, {len(results['runs'])} runs"
             f"{done}; {made}). Final free-running test {metric_label(results)} over seeds:")
     return "\n\n".join([head, sweep_table(results), "\n".join(f"- {line}" for line in findings(results))])

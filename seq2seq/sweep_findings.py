@@ -50,6 +50,21 @@ def format_value(results: dict, value: float | None, signed: bool = False) -> st
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
+def planned_runs(results: dict) -> int | None:
+    """How many runs the sweep plans: every setting for every arch and seed, plus the
+    second pass's extra seeds (constant 1 and the best scheduled policy), counted before
+    that pass has chosen its policy too. None where the file does not say."""
+    try:
+        archs = len(results.get("archs") or [None])
+        n = len(results["settings"]) * archs * len(results["seeds"])
+    except (KeyError, TypeError):
+        return None
+    extra = results.get("extra_seeds") or {}
+    if extra:
+        return n + len(extra.get("settings", ())) * len(extra.get("seeds", ())) * archs
+    return n + 2 * int((results.get("options") or {}).get("extra_seeds") or 0) * archs
+
+
 def _scheduled(tf: dict) -> bool:
     """As sweep.Setting.scheduled: mixes gold and predicted inputs at some point."""
     return not (tf.get("kind", "constant") == "constant" and float(tf.get("ratio", 1.0)) in (0.0, 1.0))

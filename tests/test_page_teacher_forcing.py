@@ -422,3 +422,20 @@ def test_a_format_1_file_still_draws(monkeypatch):
         statistics.fmean(r["exact_match_by_length"]["2"] for r in runs_of(res, "constant 1", "gru")))
     assert svg_buttons(at) == {f"{k}.svg" for k in CHART_KEYS}
     assert not at.exception
+
+
+def test_the_shipped_reversal_sweep_says_how_far_it_has_run(monkeypatch):
+    monkeypatch.setenv("ATTENTION_LAB_SWEEPS", str(ROOT / "checkpoints" / "sweeps"))
+    res = load_results(ROOT / "checkpoints" / "sweeps" / "reverse.json")
+    assert res["scale"] == "full"
+    at = open_page()
+    at.radio(key="tf.sweep").set_value("reverse").run()
+    text = messages(at)
+    assert "reduced sweep" not in text
+    if res["complete"]:
+        assert "not finished" not in text
+    else:
+        assert f"The sweep is not finished yet: {len(res['runs'])} of its 54 runs so far." in text
+    summary = dataframe(at, ["arch", "strategy", "seeds"])
+    assert len(summary) == 18                                  # every policy of both archs has a seed
+    assert not at.exception

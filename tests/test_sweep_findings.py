@@ -7,7 +7,7 @@ import pytest
 
 from seq2seq import report
 from seq2seq.sweep import load_results, write_results
-from seq2seq.sweep_findings import (SPREAD_RULE, compare, findings, format_value, policy_summary,
+from seq2seq.sweep_findings import (SPREAD_RULE, compare, findings, format_value, planned_runs, policy_summary,
                                     setting_info, sweep_files)
 
 from apptest_util import TRANSLATE_SWEEP_BLEU, translate_sweep_results
@@ -161,3 +161,14 @@ def test_report_main_prints_without_writing(tmp_path, capsys):
     assert "Teacher forcing sweep, translation (Multi30k, test 2016) (`translate.json`, 11 runs; the full sweep)" in out
     assert readme.read_text() == "x"
 
+
+
+def test_planned_runs_count_every_setting_arch_and_seed_and_the_second_pass():
+    res = translate_sweep_results()
+    assert planned_runs(res) == 7 + 2 * 2                     # 7 settings x 1 seed, then 2 settings x 2 seeds
+    first_pass = dict(res, extra_seeds=None, options={"extra_seeds": 2})
+    assert planned_runs(first_pass) == 11                     # the second pass counted before it is chosen
+    assert planned_runs(dict(res, extra_seeds=None, options={})) == 7
+    shipped = load_results(ROOT / "checkpoints" / "sweeps" / "reverse.json")
+    assert planned_runs(shipped) == 9 * 2 * 3                 # 9 policies, gru and bahdanau, 3 seeds
+    assert planned_runs({"runs": []}) is None
