@@ -146,14 +146,8 @@ class DeferredWeightedSum(DeferredOperand):
     def input_grad(m, dy):
         return torch.bmm(dy.unsqueeze(1), m[:dy.size(0)].transpose(1, 2)).squeeze(1)   # da [n, S]
 
-    def reducer(self):
-        return functools.partial(_weighted_sum_grad, self.value.size(0))
-
-
-def _weighted_sum_grad(rows, records):
-    a = torch.stack([_rows(a, rows) for a, _ in records], 2)                     # [B, S, T]
-    dy = torch.stack([_rows(dy, rows) for _, dy in records], 1)                  # [B, T, D]
-    return torch.bmm(a, dy)                                                      # [B, S, D]
+    def reducer(self):                       # records (a [n, S], dy [n, D])
+        return functools.partial(_memory_grad, self.value.size(0), False)
 
 
 class DeferredScores(DeferredOperand):
@@ -169,14 +163,19 @@ class DeferredScores(DeferredOperand):
     def input_grad(k, ds):
         return torch.bmm(ds.unsqueeze(1), k[:ds.size(0)]).squeeze(1)                 # dq [n, H]
 
-    def reducer(self):
-        return functools.partial(_scores_grad, self.value.size(0))
+    def reducer(self):                       # records (q [n, H], ds [n, S])
+        return functools.partial(_memory_grad, self.value.size(0), True)
 
 
-def _scores_grad(rows, records):
-    q = torch.stack([_rows(q, rows) for q, _ in records], 1)                     # [B, T, H]
-    ds = torch.stack([_rows(ds, rows) for _, ds in records], 2)                  # [B, S, T]
-    return torch.bmm(ds, q)                                                      # [B, S, H]
+def _memory_grad(rows, swapped, records):
+    """The gradient of a memory [B, S, D] that every step read with weights w [n, S] and
+    whose result got the gradient g [n, D]: sum over steps of w^T g per row, one
+    [B, S, T] x [B, T, D] bmm (rows absent from a step count zero). records: (w, g) per
+    step, or (g, w) when `swapped` (Luong's scores keep the query first)."""
+    pairs = [r[::-1] for r in records] if swapped else records
+    w = torch.stack([_rows(w, rows) for w, _ in pairs], 2)                       # [B, S, T]
+    g = torch.stack([_rows(g, rows) for _, g in pairs], 1)                       # [B, T, D]
+    return torch.bmm(w, g)                                                       # [B, S, D]
 
 
 def _rows(x: torch.Tensor, rows: int) -> torch.Tensor:
