@@ -67,6 +67,34 @@ def test_torch_set_num_threads_leaks_to_threads_started_later_and_ours_does_not(
     assert torch.get_num_threads() == default_threads
 
 
+def _mkl_threads() -> int | None:
+    """MKL's thread count for the calling thread (its local setting, else the process's)."""
+    import ctypes
+    import os
+    try:
+        lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+        return int(lib.MKL_Get_Max_Threads())
+    except (OSError, AttributeError):
+        return None
+
+
+def test_our_way_also_sets_mkls_count_for_the_calling_thread_only(default_threads):
+    """torch's float32 matmuls on the CPU are MKL's, which opens a team of the process's
+    count whatever the thread's OpenMP count: a one-thread training stream still multiplied
+    on 2 threads. set_this_threads_count sets MKL's count too, for the calling thread."""
+    if _mkl_threads() is None or not torch.backends.mkl.is_available():
+        pytest.skip("torch without MKL")
+    assert _mkl_threads() == default_threads
+
+    def our_way():
+        set_this_threads_count(1)
+        return _mkl_threads()
+
+    assert _in_new_thread(our_way) == 1
+    assert _in_new_thread(_mkl_threads) == default_threads       # a later thread: the process's
+    assert _mkl_threads() == default_threads
+
+
 def test_lab_training_leaves_other_threads_thread_counts_unchanged(default_threads):
     """A lab training in one thread while another thread decodes: the decoding thread's
     torch.get_num_threads() is the same before, during and after; a thread started during the
