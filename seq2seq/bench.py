@@ -350,7 +350,8 @@ def train_flops(cfg: ModelConfig, src_tokens: int, steps: int, mean_src: float) 
 
 def cpu_description() -> dict:
     from .train_card import cpu_model_name
-    return {"model": cpu_model_name(), "native_bf16": cpu_has_native_bf16(), "threads": torch.get_num_threads()}
+    return {"model": cpu_model_name(), "isa": torch.backends.cpu.get_cpu_capability(),
+            "native_bf16": cpu_has_native_bf16(), "threads": torch.get_num_threads()}
 
 
 def _train_model(cfg: ModelConfig, device, ours: bool = True):
@@ -452,10 +453,15 @@ def bench_training(data, device: torch.device, quick: bool, repeats: int = 3) ->
         cfg.src_vocab_size, cfg.tgt_vocab_size = len(src_vocab), len(tgt_vocab)
         r = bench_arch_training(cfg, batches, device, 1 if quick else repeats, warmup)
         timed = batches[warmup:]
+        tokens = sum(b.n_target_tokens for b in timed)
         src_tokens = int(sum(b.src_lens.sum() for b in timed))
         steps = sum(b.tgt.size(0) * (b.tgt.size(1) - 1) for b in timed)
         mean_src = src_tokens / sum(b.src.size(0) for b in timed)
         flops = train_flops(cfg, src_tokens, steps, mean_src)
+        # ours steps only the rows whose target goes on (and scores only real tokens): at equal
+        # GFLOP/s its speed-up would be this FLOP ratio; the rest is the rate each way reaches
+        real_flops = train_flops(cfg, src_tokens, sum(b.n_target_tokens for b in timed), mean_src)
+        baseline_s = tokens / r["tf"]["baseline_tokens_per_s"]
         best = training_precisions(device)[-1]      # what --cpu-bf16 trains in here (float32 without native bf16)
         tf, ss = r["tf"][best], r["ss"][best]
         row = {"precision": best,
@@ -466,6 +472,12 @@ def bench_training(data, device: torch.device, quick: bool, repeats: int = 3) ->
                "ss_baseline_tokens_per_s": round(r["ss"]["baseline_tokens_per_s"], 1),
                "ss_speedup": round(ss["speedup"], 2), "ss_speedup_spread": ss["speedup_spread"],
                "gflops": round(flops / tf["seconds"] / 1e9, 1),
+               "flop_ratio": round(flops / real_flops, 2),
+               "own_gflops": round(real_flops / tf["seconds"] / 1e9, 1),
+               "baseline_gflops": round(flops / baseline_s / 1e9, 1),
+               # what ours would reach with every one of its FLOPs at the big-product peak: a bound
+               "peak_bound_speedup": round(baseline_s / (real_flops / (1e9 * (
+                   out["matmul_peak_bf16_gflops"] if best == "bf16" else peak))), 2),
                "params": sum(p.numel() for p in build_model(cfg).parameters()), "streams": r["streams"]}
         if best != "float32":           # the float32 fast path beside it
             f32, f32_ss = r["tf"]["float32"], r["ss"]["float32"]
@@ -577,7 +589,8 @@ def training_markdown(report: dict) -> str:
     peaks = f"{t.get('matmul_peak_gflops')} GFLOP/s float32" + (
         f", {t.get('matmul_peak_bf16_gflops')} GFLOP/s bf16" if t.get("matmul_peak_bf16_gflops") else "")
     lines = [f"Measured by `python -m seq2seq.bench --only train` on {report['machine']} ({report['when']}).", "",
-             f"Training throughput on {t['device']} ({cpu.get('model', '')}, native bf16: {cpu.get('native_bf16')}; "
+             f"Training throughput on {t['device']} ({cpu.get('model', '')}"
+             + (f", {cpu['isa']}" if cpu.get("isa") else "") + f", native bf16: {cpu.get('native_bf16')}; "
              f"target tokens/s, {t['batches_timed']} batches of 128; {t.get('timing', '')}; matrix-multiply peak in "
              f"the same run: {peaks}). \"Ours\" is " + ("the fast path with `--cpu-bf16` (bf16 matmuls; this CPU "
              "has native bf16), the float32 fast path beside it" if bf16 else "the float32 fast path (this CPU has "
@@ -585,9 +598,9 @@ def training_markdown(report: dict) -> str:
              + (f", each batch split across {streams} streams (threads with one core each, `--streams`, "
                 "seq2seq/streams.py)" if streams > 1 else "") + ":", "",
              "| arch | ours, ratio 1.0 | tutorial loop, 1.0 | speed-up | ours, ratio 0.5 | tutorial loop, 0.5 | "
-             "speed-up | GFLOP/s (ratio 1.0) | one epoch |"
-             + (" float32 fast path: speed-up 1.0 / 0.5 |" if bf16 else ""),
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if bf16 else "")]
+             "speed-up | GFLOP/s (ratio 1.0) | FLOPs: tutorial / ours | GFLOP/s on own FLOPs: ours / tutorial "
+             "| bound: ours at the peak | one epoch |" + (" float32 fast path: speed-up 1.0 / 0.5 |" if bf16 else ""),
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if bf16 else "")]
     for arch in ("lstm", "gru", "bahdanau", "luong"):
         if arch in t:
             r = t[arch]
@@ -595,8 +608,16 @@ def training_markdown(report: dict) -> str:
             lines.append(f"| {arch} | {r['tokens_per_s']:,.0f} | {r['baseline_tokens_per_s']:,.0f} | {r['speedup']}× "
                          f"({r['speedup_spread'][0]}–{r['speedup_spread'][1]}) | {r.get('ss_tokens_per_s', 0):,.0f} | "
                          f"{r.get('ss_baseline_tokens_per_s', 0):,.0f} | {r.get('ss_speedup')}× | {r.get('gflops')} | "
-                         f"{epoch} |" + (f" {r.get('float32_speedup')}× / {r.get('float32_ss_speedup')}× |"
+                         f"{r.get('flop_ratio', '')}× | {r.get('own_gflops', '')} / {r.get('baseline_gflops', '')} | "
+                         f"{r.get('peak_bound_speedup', '')}× | {epoch} |" + (f" {r.get('float32_speedup')}× / {r.get('float32_ss_speedup')}× |"
                                          if bf16 else ""))
+    lines += ["", "GFLOP/s: analytic matmul count, forward and backward, of the tutorial loop's work (every "
+              "row at every step of the padded batch); \"FLOPs: tutorial / ours\": that count over ours, which "
+              "steps only the rows whose target goes on, so the speed-up at ratio 1.0 is that ratio times the "
+              "ratio of the rates each way reaches on its own FLOPs (the next two figures). \"Bound\": the "
+              "speed-up ours would have at ratio 1.0 if every one of its FLOPs ran at the matrix-multiply peak "
+              "above (a 2048² product; the decoder's products are [64, H] × [H, 3H] and smaller), in the "
+              "precision ours trains in here."]
     checks = [c for c in target_checks(report) if c["target"].startswith("training")]
     return "\n".join(lines + targets_markdown(checks, report.get("quick")))
 
