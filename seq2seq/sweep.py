@@ -387,7 +387,8 @@ def run_one(spec: RunSpec) -> dict:
         prov = card["provenance"]
         run = {**base, "history": history, "final": final, **extra,
                "checkpoint": spec.keep_rel if spec.keep_dir else None,
-               "provenance": {k: prov.get(k) for k in ("device", "device_name", "cpu_threads", "torch_version",
+               "provenance": {k: prov.get(k) for k in ("device", "device_name", "cpu_model", "cpu_isa",
+                                                       "cpu_native_bf16", "cpu_threads", "torch_version",
                                                        "mixed_precision", "trained_at", "mean_tokens_per_s",
                                                        "wall_seconds")},
                "seconds": round(time.perf_counter() - t0, 1)}

@@ -40,7 +40,8 @@ def training_provenance(device: torch.device, cfg: TrainConfig, wall: float, dat
             "wall_seconds": round(wall, 1), "seed": cfg.seed, "data": data.data_note}
     if device.type == "cpu":
         from .streams import training_streams
-        prov.update(cpu_model=cpu_model_name(), cpu_native_bf16=cpu_has_native_bf16(),
+        prov.update(cpu_model=cpu_model_name(), cpu_isa=torch.backends.cpu.get_cpu_capability(),
+                    cpu_native_bf16=cpu_has_native_bf16(),
                     cpu_threads=torch.get_num_threads(),
                     streams=training_streams(cfg, device))
     return prov

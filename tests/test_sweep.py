@@ -148,6 +148,9 @@ def test_tiny_sweep_end_to_end(tmp_path, capsys):
         assert sorted(map(int, run["exact_match_by_length"])) == [1, 2, 3, 4, 5]
         assert 0 <= run["final"]["exact_match"] <= 1
         assert run["provenance"]["device"] == "cpu"
+        # runs of one sweep come from machines 3-7x apart: each says which CPU trained it
+        assert run["provenance"]["cpu_model"] and run["provenance"]["cpu_isa"]
+        assert isinstance(run["provenance"]["cpu_native_bf16"], bool)
     by = {r["name"]: r for r in res["runs"]}
     assert all(h["tf_ratio"] == 0.0 for h in by["gru-tf0-s1"]["history"])
     assert all(h["tf_ratio"] == 1.0 for h in by["gru-tf1-s1"]["history"])
