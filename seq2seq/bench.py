@@ -460,7 +460,7 @@ def bench_training(data, device: torch.device, quick: bool, repeats: int = 3) ->
         flops = train_flops(cfg, src_tokens, steps, mean_src)
         # ours steps only the rows whose target goes on (and scores only real tokens): at equal
         # GFLOP/s its speed-up would be this FLOP ratio; the rest is the rate each way reaches
-        real_flops = train_flops(cfg, src_tokens, sum(b.n_target_tokens for b in timed), mean_src)
+        real_flops = train_flops(cfg, src_tokens, tokens, mean_src)
         baseline_s = tokens / r["tf"]["baseline_tokens_per_s"]
         best = training_precisions(device)[-1]      # what --cpu-bf16 trains in here (float32 without native bf16)
         tf, ss = r["tf"][best], r["ss"][best]
@@ -609,8 +609,8 @@ def training_markdown(report: dict) -> str:
                          f"({r['speedup_spread'][0]}–{r['speedup_spread'][1]}) | {r.get('ss_tokens_per_s', 0):,.0f} | "
                          f"{r.get('ss_baseline_tokens_per_s', 0):,.0f} | {r.get('ss_speedup')}× | {r.get('gflops')} | "
                          f"{r.get('flop_ratio', '')}× | {r.get('own_gflops', '')} / {r.get('baseline_gflops', '')} | "
-                         f"{r.get('peak_bound_speedup', '')}× | {epoch} |" + (f" {r.get('float32_speedup')}× / {r.get('float32_ss_speedup')}× |"
-                                         if bf16 else ""))
+                         f"{r.get('peak_bound_speedup', '')}× | {epoch} |"
+                         + (f" {r.get('float32_speedup')}× / {r.get('float32_ss_speedup')}× |" if bf16 else ""))
     lines += ["", "GFLOP/s: analytic matmul count, forward and backward, of the tutorial loop's work (every "
               "row at every step of the padded batch); \"FLOPs: tutorial / ours\": that count over ours, which "
               "steps only the rows whose target goes on, so the speed-up at ratio 1.0 is that ratio times the "

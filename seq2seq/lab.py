@@ -10,7 +10,8 @@ in one thread, a thread started later reports 1 (threads already running keep th
 until some thread sets it again. So the lab never calls it: training runs in a worker
 thread of its own, which sets only its own team sizes (`omp_set_num_threads` and MKL's
 thread-local count, both per-thread settings: threads.py); tests/test_lab.py checks that
-other threads, old and new, keep the default. The callbacks still run in the calling thread, so a page can draw from them."""
+other threads, old and new, keep the default. The callbacks still run in the calling
+thread, so a page can draw from them."""
 from __future__ import annotations
 
 import queue

@@ -40,12 +40,20 @@ def _openmp():
 
 
 @functools.lru_cache(maxsize=1)
+def torch_cpu_library():
+    """torch's CPU library (it exports the MKL it is linked with), or None."""
+    try:
+        return ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
 def _mkl_local():
     """MKL's per-thread count setter from torch's library, or None (a build without MKL)."""
     try:
-        lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
-        fn = lib.MKL_Set_Num_Threads_Local         # the C entry point (the lower-case names are the Fortran one)
-    except (OSError, AttributeError):
+        fn = torch_cpu_library().MKL_Set_Num_Threads_Local   # the C entry point (lower case: the Fortran one)
+    except AttributeError:                                   # no library (None) or no MKL in it
         return None
     fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
     return fn

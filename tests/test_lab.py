@@ -69,12 +69,10 @@ def test_torch_set_num_threads_leaks_to_threads_started_later_and_ours_does_not(
 
 def _mkl_threads() -> int | None:
     """MKL's thread count for the calling thread (its local setting, else the process's)."""
-    import ctypes
-    import os
+    from seq2seq.threads import torch_cpu_library
     try:
-        lib = ctypes.CDLL(os.path.join(os.path.dirname(torch.__file__), "lib", "libtorch_cpu.so"))
-        return int(lib.MKL_Get_Max_Threads())
-    except (OSError, AttributeError):
+        return int(torch_cpu_library().MKL_Get_Max_Threads())
+    except AttributeError:
         return None
 
 
