@@ -11,7 +11,10 @@ if ! command -v chromium >/dev/null 2>&1; then
   fi
 fi
 set +e
-.venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"
+# one worker per core (at most 4), each taking whole modules, the slowest first (tests/conftest.py)
+workers=$(nproc 2>/dev/null || echo 2)
+[ "$workers" -gt 4 ] && workers=4
+.venv/bin/python -m pytest -q -p no:cacheprovider -n "$workers" --dist loadfile --no-loadscope-reorder tests "$@"
 rc=$?
 [ "$rc" -eq 5 ] && { echo "no tests ran"; exit 1; }
 exit "$rc"

@@ -15,7 +15,27 @@ from seq2seq.vocab import SPECIALS, Vocab  # noqa: E402
 
 MULTI30K_DIR = Path(os.environ.get("MULTI30K_DIR", ROOT.parent / "shared" / "data" / "multi30k"))
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Under pytest-xdist (scripts/test.sh) each worker gets its share of the cores, 1 thread each
+# on 2 cores, and so do the commands it starts, so the workers do not oversubscribe the machine.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, min(2, (os.cpu_count() or 1) // _WORKERS))
+torch.set_num_threads(THREADS)
+if _WORKERS > 1:
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, str(THREADS))
+
+# The slowest modules first. scripts/test.sh runs the suite on two workers that each take
+# whole modules in this order (--dist loadfile --no-loadscope-reorder): starting with the
+# long ones lets both workers finish together instead of one waiting on a long module last.
+SLOW_MODULES_FIRST = ("test_train", "test_snapshots", "test_bench", "test_browser", "test_properties", "test_faults",
+                      "test_pages_bad_input", "test_parity", "test_page_training", "test_cli_errors",
+                      "test_translate_task", "test_sweep", "test_ddp", "test_cli", "test_page_inspect",
+                      "test_beam_knobs", "test_attribution", "test_page_step", "test_page_attribution")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_MODULES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))      # stable: a module keeps its order
 
 
 def tiny_config(arch: str, src_vocab: int = 23, tgt_vocab: int = 19, **kw) -> ModelConfig:
@@ -89,3 +109,19 @@ def training_batch(seed=0, vocab=19):
     tgt[2, 5], tgt[2, 6:] = 3, 0        # one shorter target: <eos>, then padding
     tgt[4, 3], tgt[4, 4:] = 3, 0
     return src, lens, tgt
+
+
+@pytest.fixture(scope="session")
+def multi30k_token_cache(tmp_path_factory):
+    """A token cache of the Multi30k release: the checkout's cache/ when there, else
+    tokenized once per test process (spaCy takes ~15 s over the release)."""
+    if not MULTI30K_DIR.is_dir():
+        pytest.skip("needs Multi30k (../shared/data/multi30k or $MULTI30K_DIR)")
+    from seq2seq.data import tokenized_multi30k
+
+    checkout = ROOT / "cache" / "multi30k-tokens.json.gz"
+    if checkout.is_file():
+        return checkout
+    path = tmp_path_factory.mktemp("tokens") / "multi30k-tokens.json.gz"
+    tokenized_multi30k(MULTI30K_DIR, path)
+    return path

@@ -54,6 +54,7 @@ def _small(epochs, ema):
 
 
 def test_training_ships_the_average_and_resumes_it(tmp_path):
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         mc, tc = _small(3, 0.95)
@@ -69,7 +70,7 @@ def test_training_ships_the_average_and_resumes_it(tmp_path):
         mc, tc = _small(3, 0.0)
         _, raw = train(mc, tc, None, data, torch.device("cpu"), progress=False, final_eval=False)
     finally:
-        torch.set_num_threads(2)
+        torch.set_num_threads(threads)
     assert full["train_config"]["ema_decay"] == 0.95
     # the same updates, so the same training losses; validated on other weights
     assert [h["train_loss"] for h in full["history"]] == pytest.approx([h["train_loss"] for h in raw["history"]],

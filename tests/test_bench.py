@@ -42,9 +42,10 @@ def test_flop_count_grows_with_work():
 
 @pytest.mark.skipif(not (ROOT / "checkpoints" / "translate-bahdanau").is_dir() or not MULTI30K_DIR.is_dir(),
                     reason="needs the translate-bahdanau checkpoint and Multi30k")
-def test_bench_quick_json_has_the_documented_keys():
+def test_bench_quick_json_has_the_documented_keys(multi30k_token_cache):
     proc = subprocess.run([sys.executable, "-m", "seq2seq.bench", "--quick", "--json", "--no-browser",
-                           "--data-dir", str(MULTI30K_DIR)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+                           "--data-dir", str(MULTI30K_DIR), "--cache", str(multi30k_token_cache)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     r = json.loads(proc.stdout)
     for key in ("loop_s", "greedy_s", "beam5_s", "speedup_greedy", "gflops", "matmul_peak_gflops"):

@@ -103,11 +103,8 @@ def test_the_bf16_argmax_really_runs_inside_inference_mode(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def multi30k():
-    if not MULTI30K_DIR.is_dir():
-        pytest.skip("needs Multi30k (../shared/data/multi30k or $MULTI30K_DIR)")
-    cache = ROOT / "cache" / "multi30k-tokens.json.gz"
-    return tokenized_multi30k(MULTI30K_DIR, cache if cache.is_file() else None)
+def multi30k(multi30k_token_cache):
+    return tokenized_multi30k(MULTI30K_DIR, multi30k_token_cache)
 
 
 @pytest.mark.parametrize("path", SHIPPED_TRANSLATE, ids=lambda p: p.name)

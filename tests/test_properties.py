@@ -4,7 +4,9 @@ Whatever a person pastes (control characters, emoji, right-to-left scripts, comb
 marks, lone surrogates, HTML, Markdown, 10,000-character words), the engine answers with
 a result or the project's own InputError with a message, never another exception.
 
-Reproducible in CI: derandomized, no example database. About 750 examples in all."""
+Reproducible in CI: derandomized, no example database. About 600 generated examples in all
+(fewer through the two models, whose decoding costs a quarter of a second each on one
+thread), plus the hand-picked nasty ones for every path."""
 import json
 import time
 
@@ -136,7 +138,7 @@ def test_tokenizers_take_any_text(text):
         assert len(ids) == len(tokens)
 
 
-@fixed(200)
+@fixed(120)
 @given(text=TEXT, beam=st.sampled_from([1, 1, 1, 2]), prefix=st.one_of(st.none(), TEXT))
 @with_examples(*({"text": t, "beam": 1, "prefix": None} for t in NASTY),
                {"text": "Ein Hund.", "beam": 2, "prefix": "(" * MAX_CHARS})
@@ -144,7 +146,7 @@ def test_translation_path_takes_any_text(translation, text, beam, prefix):
     check_translation(translation, text, beam, prefix)
 
 
-@fixed(200)
+@fixed(120)
 @given(text=TEXT, beam=st.sampled_from([1, 1, 1, 3]))
 @with_examples(*({"text": t, "beam": 1} for t in NASTY))
 def test_reversal_path_takes_any_text(reversal, text, beam):
