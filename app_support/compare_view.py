@@ -7,7 +7,7 @@ import streamlit as st
 
 from seq2seq import figures
 from seq2seq.config import Decoding
-from seq2seq.report import TUTORIAL_REFERENCE
+from seq2seq.report import TUTORIAL_REFERENCE, reversal_note
 
 from .cards import number, trained_on
 from .common import (guarded, init_state, model_entries, save_state, set_url, show_source_notes, sidebar_settings,
@@ -144,4 +144,4 @@ def render_compare() -> None:
                    "which is how our “BLEU (tutorial form)” is computed too. sacreBLEU is the standard score "
                    "on detokenized text (the tutorials report none). “decoding” is how our test BLEU was decoded.")
     else:
-        st.caption("Exact match on 200 fresh sequences per length; models were trained on lengths 1–20.")
+        st.caption(reversal_note([e["card"] for e in entries if e.get("card") is not None]))

@@ -6,6 +6,7 @@ from types import MappingProxyType
 import pandas as pd
 import streamlit as st
 
+from seq2seq.report import reversal_note
 from seq2seq.subword import source_units
 
 from .cards import number, shipped_bytes, trained_on
@@ -94,8 +95,9 @@ def render_home() -> None:
     if frame.empty:
         st.info("No readable checkpoints found yet. Train one with `python -m seq2seq.train`; it appears here "
                 "as soon as its card.json is written.")
+    reversal_cards = [e["card"] for e in entries if e["card"] is not None and e["card"].task == "reverse"]
     for task, note in (("translate", "BLEU and perplexity on Multi30k test 2016."),
-                       ("reverse", "Exact match on 200 fresh sequences per length; trained on lengths 1–20.")):
+                       ("reverse", reversal_note(reversal_cards))):
         table = task_table(frame, task)
         if table.empty:
             continue

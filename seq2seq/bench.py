@@ -147,7 +147,7 @@ def bench_decoding(ck_path: Path, data, quick: bool, repeats: int) -> dict:
     ck = load_checkpoint(ck_path, "cpu")
     model = ck.model
     test = data["test2016"]
-    sentences = test["de"][:100] if quick else test["de"]
+    sentences = test["de"][:50] if quick else test["de"]
     sources = [ck.src_vocab.encode_words(s, model.cfg.max_src_len) for s in sentences]
     max_len = model.cfg.max_out_len
     cpu = torch.device("cpu")

@@ -95,6 +95,7 @@ class TrainConfig:
     reverse_max_len: int = 20
     reverse_train_size: int = 20000   # fresh sequences per epoch
     reverse_val_size: int = 1000
+    reverse_eval_n: int = 200     # fresh sequences per length for the card's exact match by length 1-60
     max_minutes: float = 0.0      # stop after this much wall time (0: no limit)
     eval_beam: int = 1            # decoding used for the validation metric
     amp: bool = True              # mixed precision (bf16) when on CUDA
@@ -112,6 +113,8 @@ class TrainConfig:
             self.teacher_forcing = TeacherForcingConfig.from_dict(self.teacher_forcing)
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"the weight-averaging decay must be in [0, 1), got {self.ema_decay}")
+        if self.reverse_eval_n < 1:
+            raise ValueError(f"the card's evaluation needs at least 1 sequence per length, got {self.reverse_eval_n}")
         if self.streams < 0:
             raise ValueError(f"streams must be 0 (one per CPU thread) or more, got {self.streams}")
         if self.cpu_bf16 and not self.fast_path:

@@ -88,6 +88,32 @@ def translation_table(items) -> str:
 REVERSAL_SPANS = ((1, 10), (1, 20), (21, 30), (1, 40), (41, 60))
 
 
+def reversal_note(cards) -> str:
+    """What the reversal cards' exact match measures, read from the cards (fresh sequences
+    per length, the lengths each model was trained on), so no page or README states it by
+    hand: the shipped models once moved from lengths 1-20 to 1-40 and a typed caption did not."""
+    groups: dict[tuple, list[str]] = {}
+    for card in cards:
+        tc = card.train_config or {}
+        n = (card.metrics.get("reversal") or {}).get("n_per_length")
+        groups.setdefault((n, tc.get("reverse_min_len"), tc.get("reverse_max_len")), []).append(card.name)
+
+    def trained(lo, hi):
+        return f"trained on lengths {lo}–{hi}" if lo is not None and hi is not None else "training lengths not recorded"
+
+    def fresh(n):
+        return f"{n} fresh sequences per length" if n else "fresh sequences per length (how many is not recorded)"
+
+    if not groups:
+        return ""
+    if len(groups) == 1:
+        (n, lo, hi), names = next(iter(groups.items()))
+        return f"Exact match on {fresh(n)}; {'the model was' if len(names) == 1 else 'the models were'} " \
+               f"{trained(lo, hi)}."
+    return "Exact match on " + "; ".join(f"{fresh(n)} for {', '.join(names)} ({trained(lo, hi)})"
+                                         for (n, lo, hi), names in groups.items()) + "."
+
+
 def reversal_table(items) -> str:
     spans = " | ".join(f"{lo}-{hi}" for lo, hi in REVERSAL_SPANS)
     lines = [f"| model | params | size on disk | trained on lengths | exact match {spans} | trained on | training |",
@@ -155,7 +181,7 @@ def build(root: Path, sweeps: Path | None = None) -> str:
     if tr:
         parts.append("Translation, Multi30k German → English, test 2016:\n\n" + translation_table(tr))
     if rv:
-        parts.append("Reversal, 200 fresh sequences per length:\n\n" + reversal_table(rv))
+        parts.append(f"Reversal. {reversal_note([i['card'] for i in rv])}\n\n" + reversal_table(rv))
     sweep_text = sweep_section(Path(sweeps) if sweeps is not None else Path(root) / "sweeps")
     if sweep_text:
         parts.append(sweep_text)

@@ -97,6 +97,9 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--max-len", type=positive_int, default=20)
     g.add_argument("--train-size", type=positive_int, default=20000, help="fresh sequences per epoch")
     g.add_argument("--val-size", type=positive_int, default=1000)
+    g.add_argument("--eval-n", type=positive_int, default=200,
+                   help="fresh sequences per length for the card's exact match by length 1-60 (recorded as "
+                        "n_per_length)")
     g = p.add_argument_group("teacher forcing (coin per time step and per sequence)")
     g.add_argument("--tf", choices=KINDS, default="constant")
     g.add_argument("--tf-ratio", type=float, default=1.0, help="constant ratio")
@@ -127,6 +130,7 @@ def configs_from_args(args) -> tuple[ModelConfig, TrainConfig]:
                       src_bpe=args.src_bpe,
                       reverse_min_len=args.min_len, reverse_max_len=args.max_len,
                       reverse_train_size=args.train_size, reverse_val_size=args.val_size,
+                      reverse_eval_n=args.eval_n,
                       max_minutes=args.max_minutes or 0.0, eval_beam=args.eval_beam, amp=not args.no_amp,
                       half_weights=args.half, fast_path=not args.plain_loop, cpu_bf16=args.cpu_bf16,
                       streams=args.streams,

@@ -18,7 +18,6 @@ from .schedules import COIN_RULES, describe
 from .task_data import SAMPLE_INPUT, TaskData
 
 REVERSAL_CARD_LENGTHS = range(1, 61)    # every reversal card records exact match by length 1-60
-REVERSAL_CARD_N = 200                   # fresh sequences per length
 
 
 def cpu_model_name() -> str:
@@ -66,8 +65,9 @@ def translation_metrics(model, cfg: TrainConfig, data: TaskData, device) -> dict
                            [Decoding(beam) for beam in sorted({1, cfg.eval_beam})])
 
 
-def reversal_metrics(model, data: TaskData, history: list, device) -> dict:
-    rev = evaluate_reversal(model, data.src_vocab, REVERSAL_CARD_LENGTHS, REVERSAL_CARD_N, EVAL_SEED, device, beam=1)
+def reversal_metrics(model, cfg: TrainConfig, data: TaskData, history: list, device) -> dict:
+    rev = evaluate_reversal(model, data.src_vocab, REVERSAL_CARD_LENGTHS, cfg.reverse_eval_n, EVAL_SEED, device,
+                            beam=1)
     em = rev["exact_match_by_length"]
     return {"val": {"exact_match": max((h["val_exact_match"] for h in history), default=None),
                     "ppl": min((h["val_ppl"] for h in history), default=None)},
@@ -84,7 +84,7 @@ def make_card(model, model_cfg: ModelConfig, cfg: TrainConfig, data: TaskData, d
     elif cfg.task == "translate":
         metrics = translation_metrics(model, cfg, data, device)
     else:
-        metrics = reversal_metrics(model, data, history, device)
+        metrics = reversal_metrics(model, cfg, data, history, device)
     from .checkpoint import LoadedCheckpoint
     from .translate import Translator
     sample_in = SAMPLE_INPUT[cfg.task]

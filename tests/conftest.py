@@ -24,13 +24,14 @@ if _WORKERS > 1:
     for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, str(THREADS))
 
-# The slowest modules first. scripts/test.sh runs the suite on two workers that each take
-# whole modules in this order (--dist loadfile --no-loadscope-reorder): starting with the
-# long ones lets both workers finish together instead of one waiting on a long module last.
-SLOW_MODULES_FIRST = ("test_train", "test_snapshots", "test_bench", "test_browser", "test_properties", "test_faults",
-                      "test_pages_bad_input", "test_parity", "test_page_training", "test_cli_errors",
-                      "test_translate_task", "test_sweep", "test_ddp", "test_cli", "test_page_inspect",
-                      "test_beam_knobs", "test_attribution", "test_page_step", "test_page_attribution")
+# The slowest modules first (as measured on 2 cores). scripts/test.sh runs the suite on one
+# worker per core, each taking the next whole module in this order (--dist loadfile
+# --no-loadscope-reorder): starting with the long ones lets the workers finish together
+# instead of one working through a long module while the others idle.
+SLOW_MODULES_FIRST = ("test_train", "test_pages_bad_input", "test_properties", "test_browser", "test_faults",
+                      "test_bench", "test_snapshots", "test_page_training", "test_parity", "test_translate_task",
+                      "test_page_inspect", "test_cli", "test_cli_errors", "test_beam_knobs", "test_ddp", "test_sweep",
+                      "test_page_attribution", "test_page_step", "test_attribution", "test_page_beam")
 
 
 def pytest_collection_modifyitems(config, items):

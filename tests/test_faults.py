@@ -32,7 +32,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 TRAIN = [sys.executable, "-m", "seq2seq.train", "--task", "reverse", "--arch", "bahdanau", "--device", "cpu",
          "--emb", "16", "--hidden", "32", "--attn-dim", "16", "--dropout", "0.1", "--tf-ratio", "0.5",
          "--train-size", "3000", "--val-size", "64", "--max-len", "8", "--batch-size", "32",
-         "--patience", "0", "--seed", "11", "--epochs", "4"]
+         "--patience", "0", "--seed", "11", "--epochs", "4", "--eval-n", "20"]
 TIMINGS = ("train_seconds", "seconds", "tokens_per_s")
 
 

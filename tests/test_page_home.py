@@ -90,6 +90,11 @@ def test_home_page_lists_the_models_links_every_page_and_names_the_broken_card(t
     assert translate.loc["translate-bahdanau", "trained on"] == "GPU: NVIDIA H100 80GB HBM3"
     assert reverse.loc["reverse-bahdanau", "exact match 1–20 (%)"] == pytest.approx(100.0)
     assert "BLEU (tutorial form)" not in reverse.columns and "exact match 1–20 (%)" not in translate.columns
+    # what the exact match measures comes from the cards (the real model: 200 per length, trained on 1-40)
+    captions = " ".join(c.value for c in at.caption)
+    assert ("Exact match on 200 fresh sequences per length for reverse-bahdanau, reverse-luong (trained on lengths "
+            "1–40); fresh sequences per length (how many is not recorded) for reverse-gru (training lengths not "
+            "recorded).") in captions
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and "translate-luong" in errors[0] and "not valid JSON" in errors[0]
 

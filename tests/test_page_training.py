@@ -18,7 +18,7 @@ TEXT = "abcd"
 def train_with_snapshots(out, arch, state):
     cmd = [sys.executable, "-m", "seq2seq.train", "--task", "reverse", "--arch", arch, "--out", str(out),
            "--state-dir", str(state), "--epochs", "4", "--train-size", "3000", "--val-size", "100", "--max-len", "6",
-           "--hidden", "32", "--emb", "16", "--attn-dim", "16", "--snapshots", "--device", "cpu"]
+           "--hidden", "32", "--emb", "16", "--attn-dim", "16", "--snapshots", "--device", "cpu", "--eval-n", "20"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, timeout=600)
 

@@ -14,7 +14,7 @@ from seq2seq.snapshots import list_snapshots, load_snapshot, prune_snapshots, se
 from conftest import ROOT
 
 TINY = ["--task", "reverse", "--arch", "bahdanau", "--train-size", "600", "--val-size", "50", "--max-len", "6",
-        "--hidden", "16", "--emb", "8", "--attn-dim", "8", "--device", "cpu", "--snapshots"]
+        "--hidden", "16", "--emb", "8", "--attn-dim", "8", "--device", "cpu", "--snapshots", "--eval-n", "20"]
 
 
 def run_train(out, state, *extra):
@@ -67,6 +67,10 @@ def test_resume_extends_a_finished_run_and_keeps_its_history(trained, tmp_path):
     assert [h["epoch"] for h in longer["history"]] == [1, 2, 3]
     assert longer["history"][:2] == first["history"][:2]
     assert longer["provenance"]["epochs_run"] == 3 and longer["stopped"] == "completed all epochs"
+    # --eval-n: the card's exact match by length 1-60 on 20 sequences a length, kept by the resumed run
+    rev = longer["metrics"]["reversal"]
+    assert rev["n_per_length"] == 20 and longer["train_config"]["reverse_eval_n"] == 20
+    assert sorted(map(int, rev["exact_match_by_length"])) == list(range(1, 61))
     labels = [s["label"] for s in list_snapshots(tmp_path / "ck")]
     assert sum(lab.startswith("final") for lab in labels) == 1 and labels[-1].startswith("final")
 

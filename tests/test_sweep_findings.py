@@ -172,3 +172,18 @@ def test_planned_runs_count_every_setting_arch_and_seed_and_the_second_pass():
     shipped = load_results(ROOT / "checkpoints" / "sweeps" / "reverse.json")
     assert planned_runs(shipped) == 9 * 2 * 3                 # 9 policies, gru and bahdanau, 3 seeds
     assert planned_runs({"runs": []}) is None
+
+
+def test_reversal_note_is_read_from_the_cards():
+    from seq2seq.checkpoint import read_card
+
+    shipped = [read_card(ROOT / "checkpoints" / n) for n in ("reverse-bahdanau", "reverse-gru", "reverse-lstm")]
+    ranges = {(c.train_config["reverse_min_len"], c.train_config["reverse_max_len"]) for c in shipped}
+    counts = {c.metrics["reversal"]["n_per_length"] for c in shipped}
+    assert len(ranges) == len(counts) == 1
+    (lo, hi), n = ranges.pop(), counts.pop()
+    assert report.reversal_note(shipped) == (f"Exact match on {n} fresh sequences per length; the models were "
+                                             f"trained on lengths {lo}–{hi}.")
+    assert report.reversal_note(shipped[:1]).endswith(f"the model was trained on lengths {lo}–{hi}.")
+    assert report.reversal_note([]) == ""
+    assert f"Reversal. Exact match on {n} fresh sequences per length" in report.build(ROOT / "checkpoints")
