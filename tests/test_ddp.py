@@ -34,7 +34,7 @@ def test_torchrun_two_cpu_processes_train_one_checkpoint(tmp_path):
          "-m", "seq2seq.train", "--task", "reverse", "--arch", "bahdanau", "--device", "cpu",
          "--emb", "16", "--hidden", "32", "--attn-dim", "16", "--dropout", "0.1", "--lr", "3e-3",
          "--train-size", str(train_size), "--val-size", "64", "--max-len", "8", "--batch-size", str(batch),
-         "--patience", "0", "--epochs", str(epochs), "--seed", "3",
+         "--patience", "0", "--epochs", str(epochs), "--seed", "3", "--eval-n", "20",
          "--out", str(out), "--state-dir", str(tmp_path / "state")],
         cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]

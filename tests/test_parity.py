@@ -7,7 +7,8 @@ another order, about 1e-7 relative per matmul, compounded over steps: translate-
 states differ by at most 4e-6 over 6 steps, but translate-luong's unscaled dot-product
 scores turn that into up to 8e-5 in its fed-back attentional state, amplified step after
 step by the input feeding); logits 5e-4 absolute (luong: up to 1.6e-4); chosen ids exactly
-equal, here and on every sentence of test 2016; validation loss within 1e-4."""
+equal, here and on every sentence of test 2016; validation loss (on a third of the
+validation pairs) within 1e-4."""
 import pytest
 import torch
 
@@ -126,7 +127,9 @@ def test_greedy_ids_on_all_of_test_2016_are_the_same_on_both_paths(path, multi30
 @pytest.mark.parametrize("path", SHIPPED_TRANSLATE, ids=lambda p: p.name)
 def test_validation_loss_on_the_fast_path_equals_the_autograd_path(path, multi30k):
     ck = load_checkpoint(path)
-    val = multi30k["val"]
+    # every third validation pair (338 of 1014, all lengths): the autograd pass of the plain
+    # loop over all of them cost the 2-core suite 40 s, and a third already has every length
+    val = {side: multi30k["val"][side][::3] for side in ("de", "en")}
     ds = PairDataset([ck.src_vocab.encode(s) for s in val["de"]], [ck.tgt_vocab.encode(t) for t in val["en"]])
     fast = teacher_forced_loss(ck.model, ds, torch.device("cpu"))
     total, tokens = 0.0, 0

@@ -18,12 +18,13 @@ def test_cli_reverse_bahdanau_learns_lengths_1_to_10_fast(tmp_path):
     this seed, half what the bar first used, to keep the suite short. All 8 epochs run
     (--patience 0): at lr 3e-3 validation exact match dips for an epoch now and then (0.92,
     0.81, 0.92, 0.90, 0.997 with this seed), and where the dip falls moves with the
-    summation order of any change to the fast path, so early stopping made the bar a coin toss."""
+    summation order of any change to the fast path, so early stopping made the bar a coin toss.
+    The card measures it on 50 fresh sequences a length (500 on lengths 1-10; --eval-n)."""
     out = tmp_path / "reverse-bahdanau"
     proc = subprocess.run(
         [sys.executable, "-m", "seq2seq.train", "--task", "reverse", "--arch", "bahdanau", "--out", str(out),
          "--state-dir", str(tmp_path / "state"), "--epochs", "8", "--train-size", "10000", "--max-len", "10",
-         "--lr", "3e-3", "--patience", "0", "--device", "cpu"],
+         "--lr", "3e-3", "--patience", "0", "--device", "cpu", "--eval-n", "50"],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     card = json.loads((out / "card.json").read_text())
@@ -46,7 +47,7 @@ def _small(epochs, kind="constant"):
     mc = ModelConfig(arch="bahdanau", emb_dim=16, hidden_dim=32, attn_dim=16, dropout=0.1,
                      max_src_len=20, max_out_len=20)
     tc = TrainConfig(task="reverse", epochs=epochs, batch_size=64, lr=3e-3, patience=0, seed=5,
-                     reverse_max_len=6, reverse_train_size=640, reverse_val_size=64,
+                     reverse_max_len=6, reverse_train_size=640, reverse_val_size=64, reverse_eval_n=20,
                      teacher_forcing=TeacherForcingConfig(kind, ratio=0.5, k=0.99))
     return mc, tc
 
