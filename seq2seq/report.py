@@ -99,7 +99,9 @@ def reversal_note(cards) -> str:
         groups.setdefault((n, tc.get("reverse_min_len"), tc.get("reverse_max_len")), []).append(card.name)
 
     def trained(lo, hi):
-        return f"trained on lengths {lo}–{hi}" if lo is not None and hi is not None else "training lengths not recorded"
+        if lo is None or hi is None:
+            return "training lengths not recorded"
+        return f"trained on lengths {lo}–{hi}"
 
     def fresh(n):
         return f"{n} fresh sequences per length" if n else "fresh sequences per length (how many is not recorded)"
