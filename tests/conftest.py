@@ -73,6 +73,16 @@ def save_tiny(path, arch="bahdanau", half=False, seed=0, **kw):
     return model
 
 
+@pytest.fixture
+def single_thread():
+    """One torch thread for the test (repeatable float sums across runs), the count before
+    restored after, whatever the test's outcome."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(params=ARCHS)
 def arch(request):
     return request.param

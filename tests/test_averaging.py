@@ -53,24 +53,19 @@ def _small(epochs, ema):
     return mc, tc
 
 
-def test_training_ships_the_average_and_resumes_it(tmp_path):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        mc, tc = _small(3, 0.95)
-        data = load_task_data(tc, None, None)
-        _, full = train(mc, tc, tmp_path / "full", data, torch.device("cpu"), state_dir=tmp_path / "s1",
-                        progress=False, final_eval=False)
-        mc, tc = _small(2, 0.95)
-        train(mc, tc, tmp_path / "part", data, torch.device("cpu"), state_dir=tmp_path / "s2", progress=False,
-              final_eval=False)
-        mc, tc = _small(3, 0.95)
-        _, resumed = train(mc, tc, tmp_path / "part", data, torch.device("cpu"), state_dir=tmp_path / "s2",
-                           resume=True, progress=False, final_eval=False)
-        mc, tc = _small(3, 0.0)
-        _, raw = train(mc, tc, None, data, torch.device("cpu"), progress=False, final_eval=False)
-    finally:
-        torch.set_num_threads(threads)
+def test_training_ships_the_average_and_resumes_it(tmp_path, single_thread):
+    mc, tc = _small(3, 0.95)
+    data = load_task_data(tc, None, None)
+    _, full = train(mc, tc, tmp_path / "full", data, torch.device("cpu"), state_dir=tmp_path / "s1",
+                    progress=False, final_eval=False)
+    mc, tc = _small(2, 0.95)
+    train(mc, tc, tmp_path / "part", data, torch.device("cpu"), state_dir=tmp_path / "s2", progress=False,
+          final_eval=False)
+    mc, tc = _small(3, 0.95)
+    _, resumed = train(mc, tc, tmp_path / "part", data, torch.device("cpu"), state_dir=tmp_path / "s2",
+                       resume=True, progress=False, final_eval=False)
+    mc, tc = _small(3, 0.0)
+    _, raw = train(mc, tc, None, data, torch.device("cpu"), progress=False, final_eval=False)
     assert full["train_config"]["ema_decay"] == 0.95
     # the same updates, so the same training losses; validated on other weights
     assert [h["train_loss"] for h in full["history"]] == pytest.approx([h["train_loss"] for h in raw["history"]],

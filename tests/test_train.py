@@ -57,8 +57,7 @@ def _comparable(history):
 
 
 @pytest.mark.parametrize("kind", ["constant", "exponential"])
-def test_resume_continues_to_the_same_history(tmp_path, kind):
-    torch.set_num_threads(1)
+def test_resume_continues_to_the_same_history(tmp_path, kind, single_thread):
     mc, tc = _small(3, kind)
     data = load_task_data(tc, None, None)
     _, full = train(mc, tc, tmp_path / "full", data, torch.device("cpu"), state_dir=tmp_path / "s1", progress=False)
@@ -67,7 +66,6 @@ def test_resume_continues_to_the_same_history(tmp_path, kind):
     mc, tc = _small(3, kind)
     _, resumed = train(mc, tc, tmp_path / "part", data, torch.device("cpu"), state_dir=tmp_path / "s2",
                        resume=True, progress=False)
-    torch.set_num_threads(2)
     assert len(resumed["history"]) == 3
     for a, b in zip(_comparable(full["history"]), _comparable(resumed["history"])):
         assert a.keys() == b.keys()
