@@ -200,8 +200,11 @@ def _arch_findings(results: dict, rows: list[dict], prefix: str) -> list[str]:
         out.append(f"{prefix}There is no {PER_TOKEN_TWIN} run to set the tutorials' rule against.")
     elif tutorial is not None:
         c = compare(tutorial, twin)
-        how = "higher" if c["gap"] > 1e-12 else "lower" if c["gap"] < -1e-12 else "no different"
-        amount = "" if how == "no different" else f" by {fmt(abs(c['gap']))}"
+        # a gap that rounds to zero where it is printed reads "the same", not "higher by 0.0000"
+        shown_gap = fmt(abs(c["gap"]))
+        how = ("the same to the digits shown" if shown_gap == fmt(0.0) else
+               "higher" if c["gap"] > 0 else "lower")
+        amount = "" if shown_gap == fmt(0.0) else f" by {shown_gap}"
         if c["spread"] is None:
             few = " and ".join(x["strategy"] for x in (tutorial, twin) if x["seeds"] < 2)
             verdict = (f"; with one seed for {few} the seed spread is unknown, so whether the coin granularity "

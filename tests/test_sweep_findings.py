@@ -88,6 +88,10 @@ def test_findings_within_the_spread_and_when_teacher_forcing_wins():
     assert findings(translate_sweep_results(bleu=bleu))[2].endswith(
         "lower by 3.25, beyond the seed spread (the wider min–max range of the two is 1.00): the coin granularity "
         "made a difference.")
+    bleu[("tutorials' rule 0.5", 1)] = bleu[("tutorials' rule 0.5", 2)] = 29.751    # 0.001 above: prints as 0.00
+    assert findings(translate_sweep_results(bleu=bleu))[2].endswith(
+        "(one coin per token): the same to the digits shown, within the seed spread (the wider min–max range of "
+        "the two is 0.50): no difference from the coin granularity that the seeds can show.")
 
 
 def test_findings_with_several_archs_and_a_format_1_file():
