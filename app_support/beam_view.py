@@ -13,6 +13,7 @@ import streamlit as st
 
 from seq2seq import figures
 from seq2seq.decoding import token_diff
+from seq2seq.report import coverage_measured
 from seq2seq.translate import MAX_ALPHA, MAX_BEAM, MAX_COVERAGE
 
 from .common import (EXAMPLES, get_translator, guarded, init_state, model_entries, model_label, save_state, set_url,
@@ -100,6 +101,8 @@ def _controls(entries: list[dict]) -> tuple[dict, str, int, float, float]:
         if not attention:
             st.caption("This model has no attention, so there is no coverage to penalize: β is not used.")
             coverage = 0.0
+        elif measured := coverage_measured((by_name[model].get("card") or {}).get("metrics")):
+            st.caption(measured)
     task = by_name[model]["task"]
     # one text per task: a German sentence makes no sense to a reversal model, and back; the
     # URL's text belongs to the URL's model's task only

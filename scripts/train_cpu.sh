@@ -47,7 +47,7 @@ reverse_model() { local arch=$1; shift
   finish "reverse-$arch"; }
 
 # the decodings the attention models choose among on val BLEU
-BPE_DECODINGS=1,5,10,10:0.8,15,1:no-unk,5:no-unk,10:no-unk,10:0.8:no-unk,15:no-unk
+BPE_DECODINGS=1,3,4,5,6,7,8,10,12,15,5:0.6,5:0.8,5:0.9,5:1.1,5:1.2,6:0.9,6:1.1,10:0.8,10:1.2,5:cov0.1,1:no-unk,5:no-unk,6:no-unk,8:no-unk,10:no-unk,10:0.8:no-unk,15:no-unk
 
 case "${1:-all}" in
   # German in byte-pair pieces (4000 merges: a 4039-piece source vocabulary, which leaves room for hidden

@@ -4,6 +4,7 @@ They are plain dataclasses so they round-trip through the checkpoint card (JSON)
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields
 
 from .presets import ARCHS, TASKS, TRAIN_SEED
@@ -131,54 +132,76 @@ class TrainConfig:
 @dataclass(frozen=True)
 class Decoding:
     """How a corpus is decoded, as a card's metrics record it: beam width (1 = greedy),
-    beam search's length exponent, and whether <unk> may be output."""
+    beam search's length exponent, its coverage penalty weight (GNMT's beta; attention
+    models), and whether <unk> may be output."""
     beam: int = 1
     alpha: float = 1.0
     no_unk: bool = False
+    coverage: float = 0.0
 
     def __post_init__(self):
-        if self.beam < 1 or self.alpha < 0:
-            raise ValueError(f"beam must be >= 1 and alpha >= 0, got beam {self.beam}, alpha {self.alpha}")
-        if self.beam == 1:                  # width 1 is greedy whatever the exponent
+        if self.beam < 1 or self.alpha < 0 or self.coverage < 0:
+            raise ValueError(f"beam must be >= 1, alpha and coverage >= 0, got beam {self.beam}, "
+                             f"alpha {self.alpha}, coverage {self.coverage}")
+        if self.beam == 1:                  # width 1 is greedy whatever the exponent and the penalty
             object.__setattr__(self, "alpha", 1.0)
+            object.__setattr__(self, "coverage", 0.0)
 
     @property
     def key(self) -> str:
-        """by_decoding's name: "beam5", "beam10-alpha0.8", "beam10-alpha0.8-nounk"."""
+        """by_decoding's name: "beam5", "beam10-alpha0.8", "beam10-alpha0.8-cov0.2-nounk"."""
         return (f"beam{self.beam}" + ("" if self.alpha == 1.0 else f"-alpha{self.alpha:g}")
-                + ("-nounk" if self.no_unk else ""))
+                + (f"-cov{self.coverage:g}" if self.coverage else "") + ("-nounk" if self.no_unk else ""))
 
     @property
     def label(self) -> str:
-        """For people: "greedy", "beam 10", "beam 10, α 0.8, no <unk>"."""
+        """For people: "greedy", "beam 10", "beam 10, α 0.8, coverage 0.2, no <unk>"."""
         parts = ["greedy" if self.beam == 1 else f"beam {self.beam}"]
         if self.alpha != 1.0:
             parts.append(f"α {self.alpha:g}")
+        if self.coverage:
+            parts.append(f"coverage {self.coverage:g}")
         if self.no_unk:
             parts.append("no <unk>")
         return ", ".join(parts)
 
     def card_entry(self) -> dict:
-        """metrics[SPLIT]["decoding"]: no_unk only where set (older cards have no such key)."""
+        """metrics[SPLIT]["decoding"]: no_unk and coverage only where set (older cards have
+        no such keys)."""
         return {"beam": self.beam, "alpha": self.alpha if self.beam > 1 else None,
+                **({"coverage": self.coverage} if self.coverage else {}),
                 **({"no_unk": True} if self.no_unk else {})}
 
     @classmethod
     def from_card(cls, entry: dict | None) -> "Decoding":
         entry = entry or {}
-        return cls(int(entry.get("beam") or 1), float(entry.get("alpha") or 1.0), bool(entry.get("no_unk", False)))
+        return cls(int(entry.get("beam") or 1), float(entry.get("alpha") or 1.0), bool(entry.get("no_unk", False)),
+                   float(entry.get("coverage") or 0.0))
+
+    @classmethod
+    def from_key(cls, key: str) -> "Decoding":
+        """The inverse of `key`: "beam10-alpha0.8-cov0.2-nounk" -> Decoding(10, 0.8, True, 0.2).
+        ValueError on anything else."""
+        m = re.fullmatch(r"beam(\d+)(?:-alpha([\d.]+))?(?:-cov([\d.]+))?(-nounk)?", key)
+        if m is None:
+            raise ValueError(f"not a decoding key: {key!r}")
+        return cls(int(m[1]), float(m[2] or 1.0), bool(m[4]), float(m[3] or 0.0))
 
     @classmethod
     def parse_list(cls, text: str) -> list["Decoding"]:
-        """"1,5,10:0.8,10:0.8:no-unk" -> one Decoding each: beam, beam:alpha, and :no-unk
-        after either to forbid <unk>. ValueError on anything else."""
+        """"1,5,10:0.8,10:0.8:cov0.2:no-unk" -> one Decoding each: beam, beam:alpha, then
+        optionally :covB (coverage weight B) and :no-unk to forbid <unk>. ValueError on
+        anything else."""
         out = []
         for part in text.split(","):
             fields = part.strip().split(":")
             no_unk = fields[-1] == "no-unk"
             if no_unk:
                 fields.pop()
+            coverage = 0.0
+            if len(fields) > 1 and fields[-1].startswith("cov"):
+                coverage = float(fields.pop()[3:])
             if not 1 <= len(fields) <= 2:
-                raise ValueError(f"{part.strip()!r}: expected beam, beam:alpha, optionally :no-unk")
-            out.append(cls(int(fields[0]), float(fields[1]) if len(fields) == 2 else 1.0, no_unk))
+                raise ValueError(f"{part.strip()!r}: expected beam or beam:alpha, optionally :covB and :no-unk")
+            out.append(cls(int(fields[0]), float(fields[1]) if len(fields) == 2 else 1.0, no_unk, coverage))
         return out

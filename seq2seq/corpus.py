@@ -159,7 +159,7 @@ def correlation(xs, ys) -> dict:
 
 # ------------------------------------------------------------------ decoding a split
 def decode_with_attention(model, sources: list[list[int]], device, decoding: Decoding = Decoding(),
-                          batch_size: int = 128, coverage_weight: float = 0.0) -> list:
+                          batch_size: int = 128) -> list:
     """Hypotheses (tokens and attention) for every source, in input order. The batches are
     those of evaluate.decode_corpus (sorted by length, batch_size // beam sentences), so the
     outputs are the ones the card's BLEU was measured on."""
@@ -180,9 +180,8 @@ def decode_with_attention(model, sources: list[list[int]], device, decoding: Dec
             if beam == 1:
                 hyps = greedy_decode(model, batch.src.to(device), batch.src_lens, topk=1, no_unk=decoding.no_unk)
             else:
-                extra = {"coverage": coverage_weight} if coverage_weight else {}   # the card names a coverage penalty
                 hyps = beam_search(model, batch.src.to(device), batch.src_lens, beam=beam, alpha=decoding.alpha,
-                                   topk=1, no_unk=decoding.no_unk, **extra)
+                                   coverage=decoding.coverage, topk=1, no_unk=decoding.no_unk)
             for i, h in zip(idx, hyps):
                 out[i] = h
     return out
@@ -196,13 +195,10 @@ def corpus_statistics(ck, split_data: dict, split: str, device, command: str) ->
     if ck.task != "translate":
         raise Seq2SeqError(f"{ck.path}: corpus statistics are for translation checkpoints; "
                            f"this one is a {ck.task!r} model")
-    dec = ck.card.get("metrics", {}).get(split, {}).get("decoding") or {}
-    decoding = Decoding.from_card(dec)
-    coverage_weight = float(dec.get("coverage") or 0.0) if decoding.beam > 1 else 0.0
+    decoding = Decoding.from_card(ck.card.get("metrics", {}).get(split, {}).get("decoding"))
     src_tok = [ck.src_vocab.segment(s)[: ck.model.cfg.max_src_len] for s in split_data["de"]]   # the model's tokens
     refs = split_data["en"]
-    hyps = decode_with_attention(ck.model, [ck.src_vocab.encode(s) for s in src_tok], device, decoding,
-                                 coverage_weight=coverage_weight)
+    hyps = decode_with_attention(ck.model, [ck.src_vocab.encode(s) for s in src_tok], device, decoding)
     out_tok = [ck.tgt_vocab.decode(h.tokens) for h in hyps]
     has_attention = ck.model.cfg.has_attention
     columns = {k: [] for k in COLUMNS}
@@ -229,8 +225,7 @@ def corpus_statistics(ck, split_data: dict, split: str, device, command: str) ->
         "format_version": FORMAT_VERSION, "kind": KIND, "checkpoint": ck.name, "arch": ck.model.cfg.arch,
         "weights_sha256": ck.card["files"]["model.safetensors"]["sha256"], "split": split,
         "sentences": len(src_tok), "attention": bool(has_attention),
-        "decoding": {**decoding.card_entry(), "label": decoding.label,
-                     **({"coverage": coverage_weight} if coverage_weight else {})},
+        "decoding": {**decoding.card_entry(), "label": decoding.label},
         "command": command, "device": str(device),
         "corpus_bleu": corpus_bleu, "card_bleu": ck.card.get("metrics", {}).get(split, {}).get("bleu"),
         "sentence_bleu_signature": signature,

@@ -68,9 +68,10 @@ def decode_workers(device, n_batches: int) -> int:
 
 def decode_corpus(model: Seq2Seq, sources: list[list[int]], device, beam: int = 1,
                   batch_size: int = 128, alpha: float = 1.0, max_len: int | None = None,
-                  workers: int | None = None, no_unk: bool = False) -> list[list[int]]:
+                  workers: int | None = None, no_unk: bool = False, coverage: float = 0.0) -> list[list[int]]:
     """Output ids (no <eos>) for every source, in input order; batches sorted by length.
-    no_unk: <unk> is never output (decoding.banned_ids).
+    no_unk: <unk> is never output (decoding.banned_ids); coverage: beam search's coverage
+    penalty weight (attention models, beam 2 or more).
 
     workers: decoding threads (see decode_workers; None picks). The ids do not depend on
     it: each batch is decoded the same way whichever thread takes it."""
@@ -93,7 +94,7 @@ def decode_corpus(model: Seq2Seq, sources: list[list[int]], device, beam: int = 
             return greedy_decode(model, batch.src.to(device), batch.src_lens, max_len=max_len, details=False,
                                  no_unk=no_unk)
         return beam_search(model, batch.src.to(device), batch.src_lens, beam=beam, alpha=alpha,
-                           max_len=max_len, topk=1, no_unk=no_unk)
+                           coverage=coverage, max_len=max_len, topk=1, no_unk=no_unk)
 
     n_workers = decode_workers(device, len(batches)) if workers is None else max(1, min(workers, len(batches)))
     if n_workers == 1:
@@ -119,13 +120,15 @@ def bleu_scores(hyp_tokens: list[list[str]], ref_tokens: list[list[str]], ref_ra
 
 def evaluate_translation(model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab, src_tok: list[list[str]],
                          tgt_tok: list[list[str]], ref_raw: list[str], device, decoding: Decoding = Decoding(),
-                         batch_size: int = 128) -> dict:
+                         batch_size: int = 128, loss: float | None = None) -> dict:
+    """loss: the split's teacher-forced loss where the caller has it already (it does not
+    depend on the decoding)."""
     sources = [src_vocab.encode_words(s, model.cfg.max_src_len) for s in src_tok]
-    ds = PairDataset(sources, [tgt_vocab.encode(t) for t in tgt_tok])
-    loss = teacher_forced_loss(model, ds, device)
+    if loss is None:
+        loss = teacher_forced_loss(model, PairDataset(sources, [tgt_vocab.encode(t) for t in tgt_tok]), device)
     t0 = time.perf_counter()
     outs = decode_corpus(model, sources, device, beam=decoding.beam, alpha=decoding.alpha, batch_size=batch_size,
-                         no_unk=decoding.no_unk)
+                         no_unk=decoding.no_unk, coverage=decoding.coverage)
     seconds = time.perf_counter() - t0
     hyps = [tgt_vocab.decode(o) for o in outs]
     return {"loss": round(loss, 4), "ppl": round(ppl(loss), 2), **bleu_scores(hyps, tgt_tok, ref_raw),
@@ -143,8 +146,10 @@ def choose_decoding(model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab, splits: 
     metrics = {}
     for split in ("val", "test2016"):
         t = splits[split]
+        sources = [src_vocab.encode_words(s, model.cfg.max_src_len) for s in t["de"]]
+        loss = teacher_forced_loss(model, PairDataset(sources, [tgt_vocab.encode(x) for x in t["en"]]), device)
         metrics[split] = {d: evaluate_translation(model, src_vocab, tgt_vocab, t["de"], t["en"], t["en_raw"],
-                                                  device, d)
+                                                  device, d, loss=loss)
                           for d in dict.fromkeys(decodings)}
     chosen = max(metrics["val"], key=lambda d: metrics["val"][d]["bleu"])
     return {split: {**runs[chosen], "chosen_on": "val bleu",
@@ -157,8 +162,9 @@ def _parse_decodings(text: str) -> list[Decoding]:
     try:
         return Decoding.parse_list(text)
     except ValueError as e:
-        raise argparse.ArgumentTypeError(f"expected decodings like 1,5,10:0.8,10:0.8:no-unk (beam, beam:alpha, "
-                                         f"optionally :no-unk; beams >= 1, alphas >= 0), got {text!r}: {e}")
+        raise argparse.ArgumentTypeError(f"expected decodings like 1,5,10:0.8,10:0.8:cov0.2:no-unk (beam, "
+                                         f"beam:alpha, optionally :covB and :no-unk; beams >= 1, alphas and "
+                                         f"coverage weights >= 0), got {text!r}: {e}")
 
 
 def edit_distance(a: list, b: list) -> int:
@@ -317,6 +323,8 @@ def main(argv=None) -> int:
     p.add_argument("--split", choices=["val", "test2016"], default="test2016")
     p.add_argument("--beam", type=positive_int, default=None, help="beam width (default: the card's decoding)")
     p.add_argument("--alpha", type=non_negative_float, default=None, help="length-normalization exponent")
+    p.add_argument("--coverage", type=non_negative_float, default=None,
+                   help="translation: beam search's coverage penalty weight (attention models; default: the card's)")
     p.add_argument("--no-unk", choices=["yes", "no"], default=None,
                    help="translation: forbid <unk> in the output (default: the card's decoding)")
     p.add_argument("--lengths", type=_parse_lengths, default=_parse_lengths("1-30"), help="reversal: e.g. 1-30")
@@ -324,8 +332,9 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu", type=device_arg)
     p.add_argument("--json", action="store_true")
     p.add_argument("--choose-decoding", type=_parse_decodings, metavar="BEAMS",
-                   help="translation: evaluate these decodings (e.g. 1,5,10,10:0.8,10:0.8:no-unk as beam or "
-                        "beam:alpha, :no-unk forbidding <unk> in the output) on val "
+                   help="translation: evaluate these decodings (e.g. 1,5,10,10:0.8,10:0.8:cov0.2:no-unk as beam or "
+                        "beam:alpha, :covB a coverage penalty of weight B, :no-unk forbidding <unk> in the output) "
+                        "on val "
                         "and test 2016 and report the one with the best val BLEU on both, as training's card does; "
                         "with --update-card, write them into the card")
     p.add_argument("--update-card", action="store_true",
@@ -351,7 +360,8 @@ def main(argv=None) -> int:
             recorded = card_metrics.get(args.split, {})
             card_dec = Decoding.from_card(recorded.get("decoding"))
             dec = Decoding(args.beam or card_dec.beam, card_dec.alpha if args.alpha is None else args.alpha,
-                           card_dec.no_unk if args.no_unk is None else args.no_unk == "yes")
+                           card_dec.no_unk if args.no_unk is None else args.no_unk == "yes",
+                           card_dec.coverage if args.coverage is None else args.coverage)
             split = tokenized_multi30k(args.data_dir, args.cache, splits=(args.split,))[args.split]
             result = evaluate_translation(ck.model, ck.src_vocab, ck.tgt_vocab, split["de"], split["en"],
                                           split["en_raw"], device, dec)

@@ -116,6 +116,28 @@ def reversal_note(cards) -> str:
                                          for (n, lo, hi), names in groups.items()) + "."
 
 
+def coverage_measured(metrics: dict) -> str:
+    """What the coverage penalty did to this model's validation BLEU, from the decodings its
+    card records (`evaluate --choose-decoding` with :covB entries), each beside the same
+    decoding without the penalty; "" where the card measured none. For the Beam search page,
+    so a visitor moving the slider knows what the penalty does to this model on a corpus."""
+    val = (metrics or {}).get("val") or {}
+    runs = val.get("by_decoding") or {}
+    parts = []
+    for key, result in runs.items():
+        try:
+            dec = Decoding.from_key(key)
+        except ValueError:
+            continue
+        plain = runs.get(Decoding(dec.beam, dec.alpha, dec.no_unk).key)
+        if dec.coverage and plain:
+            parts.append(f"{Decoding(dec.beam, dec.alpha, dec.no_unk).label}: BLEU {plain['bleu']:.2f} without the "
+                         f"penalty, {result['bleu']:.2f} with β = {dec.coverage:g}")
+    if not parts:
+        return ""
+    return f"Measured on the {val.get('sentences', 0):,} validation sentences: " + "; ".join(parts) + "."
+
+
 def reversal_table(items) -> str:
     spans = " | ".join(f"{lo}-{hi}" for lo, hi in REVERSAL_SPANS)
     lines = [f"| model | params | size on disk | trained on lengths | exact match {spans} | trained on | training |",

@@ -126,7 +126,8 @@ def build_lab_checkpoints(root: Path) -> Path:
     weights[-100:] = bytes(100)                       # same size, different bytes: sha256 mismatch
     (broken / "model.safetensors").write_bytes(bytes(weights))
     _tiny(root / "translate-bahdanau", "bahdanau", "translate", 2,
-          {"test2016": {"bleu": 30.1, "sacrebleu": 28.4, "ppl": 20.5, "decoding": {"beam": 5}}},
+          {"test2016": {"bleu": 30.1, "sacrebleu": 28.4, "ppl": 20.5, "decoding": {"beam": 5}},
+           "val": {"sentences": 1014, "by_decoding": {"beam5": {"bleu": 31.0}, "beam5-cov0.1": {"bleu": 29.5}}}},
           device="cuda", device_name="NVIDIA H100 80GB HBM3", wall_seconds=600.0)
     _tiny(root / "translate-lstm", "lstm", "translate", 3,
           {"test2016": {"bleu": 14.0, "sacrebleu": 13.0, "ppl": 40.0, "decoding": {"beam": 1}}})

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from seq2seq.config import Decoding
+from seq2seq.data import collate
 from seq2seq.decoding import banned_ids, beam_search, greedy_decode
 from seq2seq.evaluate import _parse_decodings, decode_corpus
 from seq2seq.vocab import EOS_ID, PAD_ID, SOS_ID, UNK_ID
@@ -80,10 +81,56 @@ def test_decoding_names_labels_and_card_entries():
     assert Decoding(5).card_entry() == {"beam": 5, "alpha": 1.0}
 
 
+def test_a_coverage_penalty_is_part_of_the_decoding():
+    d = Decoding(6, 0.9, no_unk=True, coverage=0.2)
+    assert d.key == "beam6-alpha0.9-cov0.2-nounk" and d.label == "beam 6, α 0.9, coverage 0.2, no <unk>"
+    assert d.card_entry() == {"beam": 6, "alpha": 0.9, "coverage": 0.2, "no_unk": True}
+    assert Decoding.from_card(d.card_entry()) == d
+    assert Decoding(1, coverage=0.3) == Decoding(1)            # greedy has no penalty to weigh
+    assert "coverage" not in Decoding(5).card_entry()          # cards without one read as before
+    with pytest.raises(ValueError):
+        Decoding(5, coverage=-0.1)
+    for dec in (d, Decoding(1), Decoding(10, 0.8), Decoding(5, coverage=0.1), Decoding(15, no_unk=True)):
+        assert Decoding.from_key(dec.key) == dec                 # by_decoding's names read back
+    for bad in ("beam", "beam5-cov", "greedy", "beam5-nounk-cov0.1"):
+        with pytest.raises(ValueError):
+            Decoding.from_key(bad)
+
+
+def test_what_the_coverage_penalty_did_is_read_from_the_card():
+    from seq2seq.report import coverage_measured
+
+    metrics = {"val": {"sentences": 1014, "by_decoding": {
+        "beam5": {"bleu": 41.95}, "beam5-cov0.1": {"bleu": 39.96}, "beam10-nounk": {"bleu": 41.6},
+        "beam10-cov0.2-nounk": {"bleu": 40.0}, "beam6-cov0.3": {"bleu": 38.0}}}}   # beam 6 alone: no twin
+    assert coverage_measured(metrics) == (
+        "Measured on the 1,014 validation sentences: beam 5: BLEU 41.95 without the penalty, 39.96 with β = 0.1; "
+        "beam 10, no <unk>: BLEU 41.60 without the penalty, 40.00 with β = 0.2.")
+    assert coverage_measured({"val": {"by_decoding": {"beam5": {"bleu": 40.0}}}}) == ""
+    assert coverage_measured({}) == coverage_measured(None) == ""
+
+
+def test_corpus_decoding_passes_the_coverage_penalty_on():
+    """decode_corpus gives beam search's own outputs with and without the penalty, and a
+    weight that changes the ranking changes some output (so it was not dropped on the way)."""
+    model = tiny_model("bahdanau", seed=3)
+    g = torch.Generator().manual_seed(3)
+    sources = [torch.randint(4, 20, (n,), generator=g).tolist() + [EOS_ID] for n in (3, 5, 6, 8, 9, 11, 12, 14)]
+    batch = collate(sources, [[] for _ in sources], list(range(len(sources))))    # ascending: decode_corpus' order
+    for cov in (0.0, 0.5):
+        searched = [h.tokens for h in beam_search(model, batch.src, batch.src_lens, beam=4, coverage=cov, topk=1)]
+        assert decode_corpus(model, sources, "cpu", beam=4, coverage=cov, batch_size=4 * len(sources),
+                             workers=1) == searched
+    assert (decode_corpus(model, sources, "cpu", beam=4, coverage=1.0, workers=1)
+            != decode_corpus(model, sources, "cpu", beam=4, workers=1))
+
+
 def test_decoding_lists_parse():
-    assert _parse_decodings("1,5,10:0.8,10:0.8:no-unk,1:no-unk") == [
-        Decoding(1), Decoding(5), Decoding(10, 0.8), Decoding(10, 0.8, True), Decoding(1, no_unk=True)]
-    for bad in ("0", "5:-1", "5:x", "5:0.8:nounk", "", "5:1:2"):
+    assert _parse_decodings("1,5,10:0.8,10:0.8:no-unk,1:no-unk,5:1:cov0.2,6:0.9:cov0.1:no-unk") == [
+        Decoding(1), Decoding(5), Decoding(10, 0.8), Decoding(10, 0.8, True), Decoding(1, no_unk=True),
+        Decoding(5, coverage=0.2), Decoding(6, 0.9, True, 0.1)]
+    for bad in ("0", "5:-1", "5:x", "5:0.8:nounk", "", "5:1:2", "5:cov", "5:1:cov-1", "5:1:no-unk:cov0.2",
+                "cov0.2"):
         with pytest.raises(argparse.ArgumentTypeError):
             _parse_decodings(bad)
 

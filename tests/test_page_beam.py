@@ -108,6 +108,9 @@ def _diff(at) -> list[dict]:
 
 def test_page_draws_the_tree_the_n_best_heatmaps_and_the_final_hypotheses(beam_app, reverser):
     assert beam_app.selectbox(key="beam.model").value == "translate-bahdanau"   # the preferred default
+    # what the penalty did on a corpus, from the card, under the slider
+    assert ("Measured on the 1,014 validation sentences: beam 5: BLEU 31.00 without the penalty, 29.50 with "
+            "β = 0.1.") in texts(beam_app, "caption")
     at = _choose(beam_app, "reverse-bahdanau", "hello world", 4, alpha=1.0, coverage=0.0)
     assert url(at) == {"text": "hello world", "model": "reverse-bahdanau", "width": "4"}
     assert texts(at, "code") == ["dlrow olleh"]

@@ -118,13 +118,13 @@ def test_evaluate_chooses_the_decoding_on_val_and_writes_the_card_like_training(
     d, out = trained
     ck = tmp_path / "ck"
     shutil.copytree(out, ck)
-    argv = [str(ck), "--data-dir", str(d), "--choose-decoding", "1,2:0.5,3", "--json"]
+    argv = [str(ck), "--data-dir", str(d), "--choose-decoding", "1,2:0.5,3,3:1:cov0.3", "--json"]
     assert evaluate.main(argv + ["--update-card"]) == 0
     printed = json.loads(capsys.readouterr().out)
     card = json.loads((ck / "card.json").read_text())["metrics"]
     for split in ("val", "test2016"):
         m = card[split]
-        assert set(m["by_decoding"]) == {"beam1", "beam2-alpha0.5", "beam3"} and m["chosen_on"] == "val bleu"
+        assert set(m["by_decoding"]) == {"beam1", "beam2-alpha0.5", "beam3", "beam3-cov0.3"} and m["chosen_on"] == "val bleu"
         assert m["bleu"] == printed[split]["bleu"]
     val = card["val"]["by_decoding"]
     best = max(val, key=lambda k: val[k]["bleu"])
@@ -133,5 +133,6 @@ def test_evaluate_chooses_the_decoding_on_val_and_writes_the_card_like_training(
     # the plain command with that decoding gives the card's test numbers back
     dec = card["test2016"]["decoding"]
     assert evaluate.main([str(ck), "--data-dir", str(d), "--split", "test2016", "--json", "--beam", str(dec["beam"]),
-                          "--alpha", str(dec["alpha"] or 1.0)]) == 0
-    assert json.loads(capsys.readouterr().out)["bleu"] == card["test2016"]["bleu"]
+                          "--alpha", str(dec["alpha"] or 1.0), "--coverage", str(dec.get("coverage", 0.0))]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert (res["bleu"], res["loss"]) == (card["test2016"]["bleu"], card["test2016"]["loss"])   # the loss once a split
