@@ -39,7 +39,9 @@ def score_formula(alpha: float, coverage: float) -> str:
     """What the score column is, in words and symbols (plain text: no user input in it)."""
     text = "score = log P / length^α" + f" (α = {alpha:g})"
     if coverage:
-        text += f" + β · Σ_i log min(attention received by source token i, 1) (β = {coverage:g}, GNMT's coverage penalty)"
+        text += (f"; the final ranking adds β · Σ_i log min(attention received by source token i, 1) "
+                 f"(β = {coverage:g}, GNMT's coverage penalty: it reorders the hypotheses the search kept, "
+                 "the steps' scores are without it)")
     return text
 
 

@@ -7,9 +7,10 @@ beta > 0 (attention models) the final ranking of the hypotheses the search kept 
 coverage penalty (Wu et al., 2016), beta * sum_i log(min(c_i, 1)), c_i the attention source
 token i has received over the hypothesis' steps: of the kept hypotheses, those that leave
 source tokens unread rank lower. As in GNMT it rescores, it does not steer the search (see
-_search for what steering did). alpha = 1 and beta = 0 is the plain length-normalized search. A finished hypothesis stays in its beam
-with its score frozen. With width 1 the ranking reduces to the argmax of the next-token
-distribution, so beam width 1 returns exactly the greedy result.
+_search for what steering did). alpha = 1 and beta = 0 is the plain length-normalized
+search. A finished hypothesis stays in its beam with its score frozen. With width 1 the
+ranking reduces to the argmax of the next-token distribution, so beam width 1 returns
+exactly the greedy result.
 
 The beam tree (return_tree) is everything the search kept, step by step; `slot_path` and
 `slot_history` read a hypothesis back out of it, so callers never backtrack themselves."""
