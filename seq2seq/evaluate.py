@@ -139,10 +139,10 @@ def evaluate_translation(model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab, src
 
 def choose_decoding(model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab, splits: dict, device,
                     decodings: list[Decoding]) -> dict:
-    """Every decoding on val and test 2016; the one with the best val BLEU is
-    each split's reported result (test 2016 never takes part in the choice), the others
-    stay beside it in by_decoding. splits: {"val": ..., "test2016": ...} as
-    tokenized_multi30k gives them."""
+    """Every decoding on val and test 2016; the one with the best val BLEU (a tie: the
+    first in the list) is each split's reported result (test 2016 never takes part in the
+    choice), the others stay beside it in by_decoding. splits: {"val": ..., "test2016": ...}
+    as tokenized_multi30k gives them."""
     metrics = {}
     for split in ("val", "test2016"):
         t = splits[split]
