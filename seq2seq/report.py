@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from .card import Card
@@ -129,10 +130,11 @@ def coverage_measured(metrics: dict) -> str:
             dec = Decoding.from_key(key)
         except ValueError:
             continue
-        plain = runs.get(Decoding(dec.beam, dec.alpha, dec.no_unk).key)
+        without = replace(dec, coverage=0.0)
+        plain = runs.get(without.key)
         if dec.coverage and plain:
-            parts.append(f"{Decoding(dec.beam, dec.alpha, dec.no_unk).label}: BLEU {plain['bleu']:.2f} without the "
-                         f"penalty, {result['bleu']:.2f} with β = {dec.coverage:g}")
+            parts.append(f"{without.label}: BLEU {plain['bleu']:.2f} without the penalty, {result['bleu']:.2f} "
+                         f"with β = {dec.coverage:g}")
     if not parts:
         return ""
     return f"Measured on the {val.get('sentences', 0):,} validation sentences: " + "; ".join(parts) + "."

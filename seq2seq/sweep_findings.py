@@ -202,9 +202,10 @@ def _arch_findings(results: dict, rows: list[dict], prefix: str) -> list[str]:
         c = compare(tutorial, twin)
         # a gap that rounds to zero where it is printed reads "the same", not "higher by 0.0000"
         shown_gap = fmt(abs(c["gap"]))
-        how = ("the same to the digits shown" if shown_gap == fmt(0.0) else
-               "higher" if c["gap"] > 0 else "lower")
-        amount = "" if shown_gap == fmt(0.0) else f" by {shown_gap}"
+        if shown_gap == fmt(0.0):
+            how, amount = "the same to the digits shown", ""
+        else:
+            how, amount = ("higher" if c["gap"] > 0 else "lower"), f" by {shown_gap}"
         if c["spread"] is None:
             few = " and ".join(x["strategy"] for x in (tutorial, twin) if x["seeds"] < 2)
             verdict = (f"; with one seed for {few} the seed spread is unknown, so whether the coin granularity "
