@@ -158,6 +158,20 @@ def kept(key: str, default: Any = None) -> Any:
     return st.session_state.get(_keep(key), default)
 
 
+def init_tab(key: str, names: list[str], query: str | None = None) -> str:
+    """Seed the open tab of `kept_tabs(key, names)` (from the kept value, the URL, or the first
+    tab) and return its label, so the page can put it into the URL before the tabs are drawn."""
+    init_state(key, names[0], query=query, valid=lambda v: v in names)
+    return st.session_state[key]
+
+
+def kept_tabs(key: str, names: list[str]) -> list:
+    """Tabs that remember which one is open and draw only that one: a hidden tab's figures
+    and decodings are not computed (`tab.open` is False there), so a rerun for a slider costs
+    one tab, not all of them; switching tabs reruns the page. Call init_tab(key, ...) first."""
+    return st.tabs(names, key=key, on_change=save_state, args=(key,))
+
+
 def decoding_query(decoding: Decoding) -> dict:
     """The Translate page's URL parameters for a decoding; None where it is the default (set_url
     and the Test set page's links leave those out)."""

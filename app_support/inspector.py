@@ -10,14 +10,16 @@ from seq2seq.alignment import diagonality, reads_pieces, row_entropy, word_colum
 from seq2seq.config import Decoding
 from seq2seq.translate import MAX_ALPHA
 
-from .common import (decode_for_page, decoding_query, init_state, model_entries, model_label, save_state, set_url,
-                     sidebar_settings, text_with_examples)
+from .common import (decode_for_page, decoding_query, init_state, init_tab, kept_tabs, model_entries, model_label,
+                     save_state, set_url, sidebar_settings, text_with_examples)
 from .constants import EXAMPLES, default_model
 from .step_view import init_step, render_attribution_tab, render_step_tab
 from .training_view import render_training_tab
 
 if TYPE_CHECKING:
     import pandas as pd
+
+SOURCE_AXES = ["pieces the model reads", "whole words (their pieces' weights summed)"]
 
 
 def exact_match_frame(entries: list[dict]) -> pd.DataFrame:
@@ -31,6 +33,11 @@ def exact_match_frame(entries: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "length", "exact match"])
 
 
+def tab_names(task: str) -> list[str]:
+    return (["Alignment heatmap", "Step by step", "Inside one step", "Attention vs attribution", "During training"]
+            + (["Where models break"] if task == "reverse" else []))
+
+
 def controls(task: str, entries: list[dict]):
     names = [e["name"] for e in entries]
     k = task  # widget keys are per page, so both pages keep their own input
@@ -42,6 +49,7 @@ def controls(task: str, entries: list[dict]):
     init_state(f"{k}.no_unk", False, query="no_unk", cast=lambda v: v in ("1", "true", True),
                valid=lambda v: isinstance(v, bool))
     init_state(f"{k}.prefix", "", query="prefix")
+    tab = init_tab(f"{k}.tab", tab_names(task), query="tab")
     left, right = st.columns([3, 2], gap="large")
     with left:
         text = text_with_examples(task, f"{k}.text", f"{k}.example")
@@ -63,7 +71,8 @@ def controls(task: str, entries: list[dict]):
                                on_change=save_state, args=(f"{k}.prefix",),
                                help="Type the first output words; the model continues from there.")
     decoding = Decoding(beam, float(alpha), bool(no_unk))          # greedy: alpha back to 1
-    set_url(text=text, model=model, **decoding_query(decoding), prefix=prefix)
+    set_url(text=text, model=model, **decoding_query(decoding), prefix=prefix,
+            tab=tab if tab != tab_names(task)[0] else None)     # a shared link opens on the same tab
     return text, by_name[model], decoding, prefix
 
 
@@ -95,64 +104,82 @@ def render_inspector(task: str) -> None:
         st.info("This architecture has no attention. The heatmap shows gradient saliency instead: how much each "
                 "source token moved the score of each output token. It is not attention.")
 
-    config, scale = settings["plotly_config"], figures.palette_scale(settings["palette"])
     step = init_step(task, len(result.steps))
-    tab_names = (["Alignment heatmap", "Step by step", "Inside one step", "Attention vs attribution",
-                  "During training"] + (["Where models break"] if task == "reverse" else []))
-    tabs = st.tabs(tab_names)
+    tabs = kept_tabs(f"{task}.tab", tab_names(task))   # only the open tab is computed
     with tabs[0]:
-        source, matrix, unknown = result.source.tokens, result.alignment, result.source.unknown
-        if reads_pieces(source):
-            per_word = st.radio("Source axis", ["pieces the model reads", "whole words (their pieces' weights summed)"],
-                                horizontal=True, key=f"{task}.source_axis",
-                                help="This model reads German in byte-pair pieces: \"@@\" marks a piece whose word "
-                                     "goes on in the next one.") != "pieces the model reads"
-            if per_word:
-                source, matrix, unknown = word_columns(source, matrix, unknown)
-        fig = figures.alignment_heatmap(source, result.output_tokens, matrix,
-                                        kind=result.alignment_kind, source_unknown=unknown,
-                                        forced_rows=forced, ideal_antidiagonal=(task == "reverse"),
-                                        font_size=settings["font_size"], colorscale=scale)
-        st.plotly_chart(fig, config=config, key=f"{task}.heatmap")
-        st.download_button("Download the alignment matrix (CSV)",
-                           figures.alignment_csv(source, result.output_tokens, matrix),
-                           file_name=f"{entry['name']}-alignment.csv", mime="text/csv", key=f"{task}.csv")
-        if task == "reverse" and len(result.output_tokens):
-            c1, c2 = st.columns([1, 3])
-            c1.metric("diagonality", f"{diagonality(result.alignment):.2f}",
-                      help="Mean share of each output row's weight on the mirrored source position (1 = ideal).")
-            import pandas as pd
-
-            ent = pd.DataFrame({"step": range(1, len(result.output_tokens) + 1),
-                                "entropy (nats)": row_entropy(result.alignment), "curve": result.alignment_kind})
-            c2.altair_chart(figures.line_chart(ent, "step", "entropy (nats)", "curve",
-                                               "How spread out the decoder's focus is at each step (0 = one token)",
-                                               font_size=settings["font_size"]), key=f"{task}.entropy")
+        if tabs[0].open:
+            render_heatmap_tab(task, entry, result, forced, settings)
     with tabs[1]:
-        st.caption("Press ▶ play, or drag the slider: the partial output, the weights over the source at that "
-                   "step, and the candidates the model considered next.")
-        step_fig = figures.step_figure(result.source.tokens, result.steps, result.step_alignment,
-                                       kind=result.alignment_kind, source_unknown=result.source.unknown,
-                                       forced_rows=forced, font_size=settings["font_size"])
-        figures.step_figure_at(step_fig, step - 1)     # opens on the step chosen in "Inside one step"
-        st.plotly_chart(step_fig, config=config, key=f"{task}.steps")
+        if tabs[1].open:
+            render_steps_tab(task, result, forced, step, settings)
     with tabs[2]:
-        render_step_tab(task, translator, result, settings)
+        if tabs[2].open:
+            render_step_tab(task, translator, result, settings)
     with tabs[3]:
-        render_attribution_tab(task, entry, translator, result, text, settings)
+        if tabs[3].open:
+            render_attribution_tab(task, entry, translator, result, text, settings)
     with tabs[4]:
-        render_training_tab(task, entry, text, beam, settings)
+        if tabs[4].open:
+            render_training_tab(task, entry, text, beam, settings)
     if task == "reverse":
         with tabs[5]:
-            df = exact_match_frame(entries)
-            if df.empty:
-                st.info("No exact-match-by-length results in the model cards yet.")
-            else:
-                max_len = max(((e["card"] or {}).get("train_config") or {}).get("reverse_max_len", 20) for e in entries)
-                st.altair_chart(figures.line_chart(df, "length", "exact match", "model",
-                                                   "Exact match by sequence length (fresh sequences)",
-                                                   y_domain=(0, 1), rule_x=max_len + 0.5,
-                                                   rule_label=f"trained on lengths up to {max_len}",
-                                                   font_size=settings["font_size"]), key="reverse.em")
-                st.caption(f"Models were trained on lengths 1–{max_len}; right of the dashed line they have never "
-                           "seen a sequence that long.")
+            if tabs[5].open:
+                render_length_tab(entries, settings)
+
+
+def render_heatmap_tab(task: str, entry: dict, result, forced: int, settings: dict) -> None:
+    config, scale = settings["plotly_config"], figures.palette_scale(settings["palette"])
+    source, matrix, unknown = result.source.tokens, result.alignment, result.source.unknown
+    if reads_pieces(source):
+        axis_key = f"{task}.source_axis"
+        init_state(axis_key, SOURCE_AXES[0], valid=lambda v: v in SOURCE_AXES)
+        per_word = st.radio("Source axis", SOURCE_AXES, horizontal=True, key=axis_key,
+                            on_change=save_state, args=(axis_key,),
+                            help="This model reads German in byte-pair pieces: \"@@\" marks a piece whose word "
+                                 "goes on in the next one.") != SOURCE_AXES[0]
+        if per_word:
+            source, matrix, unknown = word_columns(source, matrix, unknown)
+    fig = figures.alignment_heatmap(source, result.output_tokens, matrix,
+                                    kind=result.alignment_kind, source_unknown=unknown,
+                                    forced_rows=forced, ideal_antidiagonal=(task == "reverse"),
+                                    font_size=settings["font_size"], colorscale=scale)
+    st.plotly_chart(fig, config=config, key=f"{task}.heatmap")
+    st.download_button("Download the alignment matrix (CSV)",
+                       figures.alignment_csv(source, result.output_tokens, matrix),
+                       file_name=f"{entry['name']}-alignment.csv", mime="text/csv", key=f"{task}.csv")
+    if task == "reverse" and len(result.output_tokens):
+        c1, c2 = st.columns([1, 3])
+        c1.metric("diagonality", f"{diagonality(result.alignment):.2f}",
+                  help="Mean share of each output row's weight on the mirrored source position (1 = ideal).")
+        import pandas as pd
+
+        ent = pd.DataFrame({"step": range(1, len(result.output_tokens) + 1),
+                            "entropy (nats)": row_entropy(result.alignment), "curve": result.alignment_kind})
+        c2.altair_chart(figures.line_chart(ent, "step", "entropy (nats)", "curve",
+                                           "How spread out the decoder's focus is at each step (0 = one token)",
+                                           font_size=settings["font_size"]), key=f"{task}.entropy")
+
+
+def render_steps_tab(task: str, result, forced: int, step: int, settings: dict) -> None:
+    st.caption("Press ▶ play, or drag the slider: the partial output, the weights over the source at that "
+               "step, and the candidates the model considered next.")
+    step_fig = figures.step_figure(result.source.tokens, result.steps, result.step_alignment,
+                                   kind=result.alignment_kind, source_unknown=result.source.unknown,
+                                   forced_rows=forced, font_size=settings["font_size"])
+    figures.step_figure_at(step_fig, step - 1)     # opens on the step chosen in "Inside one step"
+    st.plotly_chart(step_fig, config=settings["plotly_config"], key=f"{task}.steps")
+
+
+def render_length_tab(entries: list[dict], settings: dict) -> None:
+    df = exact_match_frame(entries)
+    if df.empty:
+        st.info("No exact-match-by-length results in the model cards yet.")
+        return
+    max_len = max(((e["card"] or {}).get("train_config") or {}).get("reverse_max_len", 20) for e in entries)
+    st.altair_chart(figures.line_chart(df, "length", "exact match", "model",
+                                       "Exact match by sequence length (fresh sequences)",
+                                       y_domain=(0, 1), rule_x=max_len + 0.5,
+                                       rule_label=f"trained on lengths up to {max_len}",
+                                       font_size=settings["font_size"]), key="reverse.em")
+    st.caption(f"Models were trained on lengths 1–{max_len}; right of the dashed line they have never "
+               "seen a sequence that long.")

@@ -58,7 +58,9 @@ def render_step_tab(task: str, translator, result, settings: dict) -> None:
     st.text(itos[detail.input_id])
     st.caption("and wrote")
     st.text(itos[detail.chosen_id])
-    guess_on = st.toggle("Guess first", key=f"{task}.guess_mode",
+    guess_key = f"{task}.guess_mode"
+    init_state(guess_key, False, valid=lambda v: isinstance(v, bool))   # kept while another tab is open
+    guess_on = st.toggle("Guess first", key=guess_key, on_change=save_state, args=(guess_key,),
                          help="Hide this step's attention until you click the source token you think the decoder "
                               "will look at most.")
     font = settings["font_size"]
@@ -222,8 +224,10 @@ def render_attribution_tab(task: str, entry: dict, translator, result, text: str
         st.info("The model wrote nothing, so there is nothing to attribute.")
         return
     attention = result.alignment_kind == "attention"
+    method_key = f"{task}.attr.method"
+    init_state(method_key, SECOND_METHODS[0], valid=lambda v: v in SECOND_METHODS)
     second = st.radio("Second attribution", SECOND_METHODS, format_func=METHOD_LABELS.get, horizontal=True,
-                      key=f"{task}.attr.method",
+                      key=method_key, on_change=save_state, args=(method_key,),
                       help="Occlusion: the drop in the output token's log-probability when one source token is "
                            "replaced by <unk>. Integrated gradients: gradients along the path from a zero "
                            "embedding to the real one (slower).")
@@ -265,7 +269,10 @@ def render_attribution_tab(task: str, entry: dict, translator, result, text: str
     st.dataframe(table, hide_index=True, key=f"{task}.attr.table")
 
     st.subheader("Ablate attention")
-    mode = st.radio("Decode again with", ("uniform", "mask_top"), horizontal=True, key=f"{task}.attr.ablation",
+    ablation_key = f"{task}.attr.ablation"
+    init_state(ablation_key, "uniform", valid=lambda v: v in ("uniform", "mask_top"))
+    mode = st.radio("Decode again with", ("uniform", "mask_top"), horizontal=True, key=ablation_key,
+                    on_change=save_state, args=(ablation_key,),
                     format_func={"uniform": "uniform attention weights",
                                  "mask_top": "the most-attended source token masked"}.get)
     reference = result

@@ -39,6 +39,14 @@ def open_page(page: str, query: dict | None = None, timeout: int = 90) -> AppTes
     return at
 
 
+def open_tab(at: AppTest, key: str, label: str) -> AppTest:
+    """Open tab `label` of the kept tabs `key` as a click does (the tabs' callback keeps the
+    label, then the page reruns): only the open tab's content is computed."""
+    at.session_state[key] = label
+    at.session_state[f"keep:{key}"] = label
+    return at.run()
+
+
 def walk(node):
     """Every element under `node` (columns and containers included), depth first."""
     children = getattr(node, "children", None)

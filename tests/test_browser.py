@@ -68,6 +68,7 @@ def test_translate_step_through_and_every_page(server, page):
 
     pg.get_by_role("tab", name="Step by step").click()
     pg.get_by_text("step 1/").first.wait_for(timeout=30_000)
+    assert "tab=Step" in pg.url                     # the open tab lives in the URL too
     pg.locator(".updatemenu-button").first.click()  # ▶ play
     pg.get_by_text("step 3/").first.wait_for(timeout=30_000)
     pg.screenshot(path=str(SHOTS / "translate-steps.png"))

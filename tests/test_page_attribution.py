@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from apptest_util import elements, messages, open_page, plotly_array
+from apptest_util import elements, messages, open_page, open_tab, plotly_array
 
 
 def chart(at, key):
@@ -24,7 +24,7 @@ def test_attention_models_compare_and_ablate(lab_root, model, text):
     from seq2seq.translate import Translator
 
     task = model.split("-")[0]
-    at = open_page(f"pages/{task}.py", {"text": text, "model": model})
+    at = open_page(f"pages/{task}.py", {"text": text, "model": model, "tab": "Attention vs attribution"})
     assert not at.exception
     ref = Translator.load(lab_root / model).translate(text)
     if not ref.output_tokens:
@@ -59,7 +59,7 @@ def test_attention_models_compare_and_ablate(lab_root, model, text):
 
 def test_reversal_ablation_changes_the_output(lab_root):
     # the real reversal model needs its attention: uniform weights break the reversal
-    at = open_page("pages/reverse.py", {"text": "hello world", "model": "reverse-bahdanau"})
+    at = open_page("pages/reverse.py", {"text": "hello world", "model": "reverse-bahdanau", "tab": "Attention vs attribution"})
     at.radio(key="reverse.attr.ablation").set_value("uniform").run()
     assert "differ" in chart(at, "reverse.attr.diff")["layout"]["title"]["text"]
 
@@ -67,7 +67,7 @@ def test_reversal_ablation_changes_the_output(lab_root):
 @pytest.mark.parametrize("model,text", [("reverse-gru", "abc"), ("translate-lstm", "Zwei Hunde")])
 def test_models_without_attention_show_attributions_alone(lab_root, model, text):
     task = model.split("-")[0]
-    at = open_page(f"pages/{task}.py", {"text": text, "model": model})
+    at = open_page(f"pages/{task}.py", {"text": text, "model": model, "tab": "Attention vs attribution"})
     assert not at.exception
     if "wrote nothing" in messages(at):
         return
@@ -80,7 +80,7 @@ def test_models_without_attention_show_attributions_alone(lab_root, model, text)
 def test_long_input_is_bounded(lab_root):
     from seq2seq.attribution import MAX_ATTRIBUTION_TOKENS
 
-    at = open_page("pages/reverse.py", {"text": "ab " * 30, "model": "reverse-bahdanau"})
+    at = open_page("pages/reverse.py", {"text": "ab " * 30, "model": "reverse-bahdanau", "tab": "Attention vs attribution"})
     assert not at.exception
     msgs = messages(at)
     if len("ab " * 30) > MAX_ATTRIBUTION_TOKENS and "truncated" not in msgs:

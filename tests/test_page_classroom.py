@@ -11,7 +11,7 @@ import plotly.colors
 import pytest
 import streamlit
 
-from apptest_util import build_corpus_lab, elements, open_page
+from apptest_util import build_corpus_lab, elements, open_page, open_tab
 from seq2seq import figures
 from seq2seq.translate import Translator
 
@@ -36,16 +36,19 @@ def test_palette_recolours_every_heatmap_and_svg_download(lab_root):
     at.sidebar.selectbox(key="palette").set_value("cividis").run()
     at.sidebar.radio(key="image_format").set_value("svg").run()
     assert not at.exception
-    charts = specs(at)
     recoloured = 0
-    for key, (spec, config) in charts.items():
-        assert config["toImageButtonOptions"]["format"] == "svg", key
-        for scale in heatmap_scales(spec):
-            if key.endswith("attr.diff"):          # categorical colours (changed / only in), not a scale
-                continue
-            assert json.dumps(scale).lower().count("#00224e") or "cividis" in json.dumps(scale).lower(), key
-            recoloured += 1
-    assert recoloured >= 2
+    for tab in ("Alignment heatmap", "Step by step", "Inside one step", "Attention vs attribution",
+                "During training"):           # only the open tab is drawn: each in turn
+        open_tab(at, "reverse.tab", tab)
+        assert not at.exception
+        for key, (spec, config) in specs(at).items():
+            assert config["toImageButtonOptions"]["format"] == "svg", key
+            for scale in heatmap_scales(spec):
+                if key.endswith("attr.diff"):          # categorical colours (changed / only in), not a scale
+                    continue
+                assert json.dumps(scale).lower().count("#00224e") or "cividis" in json.dumps(scale).lower(), key
+                recoloured += 1
+    assert recoloured >= 4
     # the settings are kept across pages
     at.switch_page("pages/translate.py").run()
     assert at.sidebar.selectbox(key="palette").value == "cividis"
@@ -54,7 +57,7 @@ def test_palette_recolours_every_heatmap_and_svg_download(lab_root):
 def test_guess_first_hides_then_reveals_and_scores(lab_root):
     ref = Translator.load(lab_root / "reverse-bahdanau").translate(TEXT)
     answers = [int(np.argmax(r)) for r in ref.step_alignment]
-    at = open_page("pages/reverse.py", {"text": TEXT, "model": "reverse-bahdanau"})
+    at = open_page("pages/reverse.py", {"text": TEXT, "model": "reverse-bahdanau", "tab": "Inside one step"})
     at.toggle(key="reverse.guess_mode").set_value(True).run()
     assert not at.exception
     ids = [e.proto.id for e in elements(at.main, "plotly_chart")]
@@ -87,14 +90,15 @@ def test_guess_first_hides_then_reveals_and_scores(lab_root):
 
 
 def test_guess_first_on_a_model_without_attention(lab_root):
-    at = open_page("pages/reverse.py", {"text": "abc", "model": "reverse-gru"})
+    at = open_page("pages/reverse.py", {"text": "abc", "model": "reverse-gru", "tab": "Inside one step"})
     at.toggle(key="reverse.guess_mode").set_value(True).run()
     assert not at.exception
     assert any("Guess first needs attention" in i.value for i in at.info)
 
 
 def test_guess_buttons_show_tokens_literally(lab_root):
-    at = open_page("pages/translate.py", {"text": "<b>x</b> **y** [l](http://e.x)", "model": "translate-bahdanau"})
+    at = open_page("pages/translate.py", {"text": "<b>x</b> **y** [l](http://e.x)", "model": "translate-bahdanau",
+                                          "tab": "Inside one step"})
     at.toggle(key="translate.guess_mode").set_value(True).run()
     assert not at.exception
     groups = at.get("button_group")

@@ -5,7 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
-from apptest_util import elements, messages, open_page, plotly_figures, save_tiny_piece_reader
+from apptest_util import elements, messages, open_page, open_tab, plotly_figures, save_tiny_piece_reader
 from conftest import ROOT
 
 CK = ROOT / "checkpoints"
@@ -17,6 +17,11 @@ def heatmap(at):
             if e.proto.id.endswith((".heatmap",)) and not e.proto.id.endswith("training.heatmap")]
     assert len(figs) == 1
     return figs[0]
+
+
+def length_chart(at):
+    """The Where models break tab's chart (the heatmap tab has a chart too: picked by its title)."""
+    return [e for e in at.get("vega_lite_chart") if "Exact match by sequence length" in e.proto.spec]
 
 
 def test_reverse_page_shows_output_heatmap_and_url():
@@ -31,13 +36,32 @@ def test_reverse_page_shows_output_heatmap_and_url():
     assert fig["data"][1]["name"].startswith("ideal")
     assert float(at.metric[-1].value) > 0.3 or any(m.label == "diagonality" for m in at.metric)
     assert at.query_params["text"] == ["abc de"] or at.query_params["text"] == "abc de"
+    assert "tab" not in at.query_params                        # the first tab is the default: not in the URL
+    # only the open tab is computed: no step animation, no length chart until their tabs open
+    assert not [f for f in plotly_figures(at) if f.get("frames")] and not length_chart(at)
+    open_tab(at, "reverse.tab", "Step by step")
+    assert not at.exception
+    assert at.query_params["tab"] in (["Step by step"], "Step by step")
+    assert not [e for e in elements(at.main, "plotly_chart") if e.proto.id.endswith("reverse.heatmap")]
     # the step-by-step figure: one frame per decoder step (6 tokens + <eos>)
-    # (the During training tab's animation, one frame per snapshot, is the other animated figure)
     animated = [f for f in plotly_figures(at) if f.get("frames")]
-    steps = [f for f in animated if "snapshot" not in json.dumps(f["frames"][0].get("layout", {}))]
-    assert len(steps) == 1 and len(steps[0]["frames"]) == 7
+    assert len(animated) == 1 and len(animated[0]["frames"]) == 7
     # the exact-match-by-length chart from the cards is there
-    assert at.get("vega_lite_chart")
+    open_tab(at, "reverse.tab", "Where models break")
+    assert not at.exception and length_chart(at)
+
+
+def test_a_shared_link_opens_on_its_tab_and_the_tab_survives_a_page_switch():
+    at = open_page("pages/reverse.py", {"text": "abc", "tab": "Step by step"})
+    assert not at.exception
+    assert [f for f in plotly_figures(at) if f.get("frames")] and at.query_params["tab"] in (["Step by step"],
+                                                                                          "Step by step")
+    at.switch_page("pages/home.py").run()
+    at.switch_page("pages/reverse.py").run()
+    assert at.session_state["reverse.tab"] == "Step by step"
+    at = open_page("pages/reverse.py", {"text": "abc", "tab": "No such tab"})   # a bad link: the first tab
+    assert not at.exception and at.session_state["reverse.tab"] == "Alignment heatmap"
+    assert "tab" not in at.query_params
 
 
 @pytest.mark.parametrize("text,fragment", [
@@ -156,6 +180,6 @@ def test_the_chart_preloader_leaves_only_the_real_charts():
     at = open_page("pages/reverse.py", {"text": "abc"})
     assert at.session_state["_charts_preloaded"] is True
     figs = plotly_figures(at)
-    assert len(figs) >= 2 and all(f["layout"].get("height") != 10 for f in figs)
+    assert len(figs) >= 1 and all(f["layout"].get("height") != 10 for f in figs)
     at.run()
     assert len(plotly_figures(at)) == len(figs)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from apptest_util import elements, messages, open_page, plotly_array
+from apptest_util import elements, messages, open_page, open_tab, plotly_array
 from seq2seq.figures import esc
 
 
@@ -36,7 +36,7 @@ def test_weights_equal_the_alignment_row_and_topk_the_candidates(lab_root, model
     task = model.split("-")[0]
     page = f"pages/{task}.py"
     ref = reference(lab_root, model, text)
-    at = open_page(page, {"text": text, "model": model})
+    at = open_page(page, {"text": text, "model": model, "tab": "Inside one step"})
     assert not at.exception
     steps = range(1, len(ref.steps) + 1)
     for t in steps if len(ref.steps) <= 4 else (1, 2, len(ref.steps)):
@@ -54,18 +54,21 @@ def test_weights_equal_the_alignment_row_and_topk_the_candidates(lab_root, model
         cands = ref.steps[t - 1]["topk"]
         assert [s[0] for s in shown] == [esc(c[0]) for c in cands]
         assert np.allclose([s[1] for s in shown], [c[1] for c in cands], atol=1e-5)
-        # the Step by step figure opens on the same step
-        assert chart(at, f"{task}.steps")["layout"]["sliders"][0]["active"] == t - 1
         # the energies figure: a bar per source token
         en = chart(at, f"{task}.inside.energies")
         assert np.allclose(plotly_array(en["data"][1]["y"]), ref.step_alignment[t - 1], atol=1e-6)
+        # the Step by step tab opens on the same step; back here, the step is still chosen
+        open_tab(at, f"{task}.tab", "Step by step")
+        assert chart(at, f"{task}.steps")["layout"]["sliders"][0]["active"] == t - 1
+        open_tab(at, f"{task}.tab", "Inside one step")
+        assert not len(ref.steps) > 1 or at.slider(key=f"{task}.step").value == t
 
 
 @pytest.mark.parametrize("model,text", [("reverse-gru", "abc"), ("translate-lstm", "Zwei Hunde")])
 def test_without_attention_the_context_is_fixed(lab_root, model, text):
     task = model.split("-")[0]
     ref = reference(lab_root, model, text)
-    at = open_page(f"pages/{task}.py", {"text": text, "model": model})
+    at = open_page(f"pages/{task}.py", {"text": text, "model": model, "tab": "Inside one step"})
     assert not at.exception
     assert any("No attention in this model" in m.value for m in at.markdown)
     assert {"|context|", "|decoder input|", "|decoder state|"} <= {m.label for m in at.metric}
@@ -80,7 +83,7 @@ def test_without_attention_the_context_is_fixed(lab_root, model, text):
 
 
 def test_step_survives_a_shorter_sentence_and_bad_inputs(lab_root):
-    at = open_page("pages/reverse.py", {"text": "abcdefgh", "model": "reverse-bahdanau"})
+    at = open_page("pages/reverse.py", {"text": "abcdefgh", "model": "reverse-bahdanau", "tab": "Inside one step"})
     at.slider(key="reverse.step").set_value(8).run()
     at.text_area(key="reverse.text").set_value("ab").run()
     assert not at.exception

@@ -55,7 +55,7 @@ def test_every_snapshot_decodes_as_the_command_line(snap_root, arch):
     ckpt = snap_root / f"reverse-{arch}"
     snaps = list_snapshots(ckpt)
     assert len(snaps) >= 4
-    at = open_page("pages/reverse.py", {"text": TEXT, "model": f"reverse-{arch}"})
+    at = open_page("pages/reverse.py", {"text": TEXT, "model": f"reverse-{arch}", "tab": "During training"})
     assert not at.exception
     expected = [cli_decode(ckpt, i) for i in range(len(snaps))]
     # the animation: one frame per snapshot, its heatmap the snapshot's alignment, its output in the title
@@ -93,7 +93,7 @@ def test_command_line_snapshot_json_matches_the_tab(snap_root):
                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert out.returncode == 0, out.stderr
     cli = json.loads(out.stdout)
-    at = open_page("pages/reverse.py", {"text": TEXT, "model": "reverse-bahdanau"})
+    at = open_page("pages/reverse.py", {"text": TEXT, "model": "reverse-bahdanau", "tab": "During training"})
     table = next(d.value for d in at.dataframe if "snapshot" in d.value.columns)
     assert table["output"][1] == cli["text"]
     if cli["output_tokens"]:
@@ -109,7 +109,7 @@ def test_model_without_snapshots_names_the_command(snap_root, page, model):
         shutil.copytree(snap_root / "reverse-gru", snap_root / "reverse-lstm", dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("snapshots"))
         model = "reverse-lstm"
-    at = open_page(page, {"text": "Zwei Hunde" if "translate" in page else "abc", "model": model})
+    at = open_page(page, {"text": "Zwei Hunde" if "translate" in page else "abc", "model": model, "tab": "During training"})
     assert not at.exception
     assert "no snapshots" in messages(at)
     assert any("--snapshots" in c.value and "seq2seq.train" in c.value for c in at.code)
@@ -119,7 +119,7 @@ def test_model_without_snapshots_names_the_command(snap_root, page, model):
 @pytest.mark.parametrize("text,fragment", [("   ", "Type something"), ("x" * 300, "truncated"),
                                            ("<b>x</b> **y** [l](http://e.x)", "")])
 def test_bad_inputs_in_the_training_tab(snap_root, text, fragment):
-    at = open_page("pages/reverse.py", {"text": text, "model": "reverse-bahdanau"})
+    at = open_page("pages/reverse.py", {"text": text, "model": "reverse-bahdanau", "tab": "During training"})
     assert not at.exception
     assert fragment in messages(at)
     for e in elements(at.main, "plotly_chart"):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from apptest_util import elements, messages, open_page, plotly_figures
+from apptest_util import elements, messages, open_page, open_tab, plotly_figures
 from conftest import ROOT
 
 HAS_TRANSLATE = (ROOT / "checkpoints" / "translate-bahdanau").is_dir()
@@ -31,14 +31,27 @@ INPUTS = {
 def test_hostile_inputs_on_every_page(page, query):
     for name, text in INPUTS.items():
         at = open_page(page, {**query, "text": text})
-        assert not at.exception, (page, name, at.exception)
-        shown = " ".join(m.value for m in at.markdown)
-        for fragment in ("<script>", "<i>", "http://evil.example", "**fett**"):
-            assert fragment not in shown, (page, name, fragment)
-        for fig in plotly_figures(at):
-            dumped = json.dumps(fig)
-            assert "<script>" not in dumped and "<i>" not in dumped, (page, name)
-        if name == "blank":
-            assert messages(at), (page, "blank input needs a message")
-        else:  # something was shown: an output or a message
-            assert at.code or messages(at) or elements(at.main, "arrow_data_frame"), (page, name)
+        for tab in tabs_of(page):
+            if tab is not None:       # the Translate and Reverse pages draw only the open tab: each in turn
+                open_tab(at, f"{page_task(page)}.tab", tab)
+            assert not at.exception, (page, name, tab, at.exception)
+            shown = " ".join(m.value for m in at.markdown)
+            for fragment in ("<script>", "<i>", "http://evil.example", "**fett**"):
+                assert fragment not in shown, (page, name, tab, fragment)
+            for fig in plotly_figures(at):
+                dumped = json.dumps(fig)
+                assert "<script>" not in dumped and "<i>" not in dumped, (page, name, tab)
+            if name == "blank":
+                assert messages(at), (page, "blank input needs a message")
+            else:  # something was shown: an output or a message
+                assert at.code or messages(at) or elements(at.main, "arrow_data_frame"), (page, name, tab)
+
+
+def page_task(page: str) -> str:
+    return page.split("/")[1][:-3]
+
+
+def tabs_of(page: str) -> list:
+    from app_support.inspector import tab_names
+
+    return tab_names(page_task(page)) if page_task(page) in ("translate", "reverse") else [None]
