@@ -22,7 +22,7 @@ from .config import ARCHS, COIN_GRANULARITIES, TASKS, ModelConfig, TeacherForcin
 from .distributed import broadcast_json, current_dist, setup_distributed, shard_batches, teardown_distributed
 from .errors import Seq2SeqError
 from .models import count_params
-from .presets import DATA_DIR, MODEL_SIZES, TRAIN_SEED, default_layers
+from .presets import DATA_DIR, MODEL_SIZES, default_layers
 from .schedules import KINDS
 from .task_data import SAMPLE_INPUT, TaskData, load_task_data
 from .train_card import cpu_model_name, make_card
@@ -33,6 +33,7 @@ from .trainer import choose_device, extension_allows, metric_key, train, validat
 __all__ = ["SAMPLE_INPUT", "STATE_JSON", "TaskData", "build_parser", "choose_device", "configs_from_args",
            "cpu_model_name", "extension_allows", "load_state", "load_task_data", "main", "make_card", "metric_key",
            "read_state", "read_state_info", "save_state", "shard_batches", "train", "validate"]
+DEFAULTS = TrainConfig()    # the command line's defaults are the config's (one place to change them)
 EXTENDABLE = ("epochs", "patience", "max_minutes", "lr_decay")   # --resume with these given again extends the run
 
 
@@ -57,20 +58,20 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--tie-embeddings", action="store_true")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=positive_int, default=None, help="default 10; with --resume: extend to this many")
-    g.add_argument("--batch-size", type=positive_int, default=128,
+    g.add_argument("--batch-size", type=positive_int, default=DEFAULTS.batch_size,
                    help="per process under torchrun")
-    g.add_argument("--lr", type=float, default=1e-3)
+    g.add_argument("--lr", type=float, default=DEFAULTS.lr)
     g.add_argument("--lr-decay", type=float, default=None,
                    help="multiply the learning rate by this after each epoch without validation improvement "
                         "(default 1: off); with --resume: set it for the rest of the run")
-    g.add_argument("--weight-decay", type=float, default=0.0)
-    g.add_argument("--clip", type=float, default=1.0)
-    g.add_argument("--label-smoothing", type=float, default=0.0)
+    g.add_argument("--weight-decay", type=float, default=DEFAULTS.weight_decay)
+    g.add_argument("--clip", type=float, default=DEFAULTS.clip)
+    g.add_argument("--label-smoothing", type=float, default=DEFAULTS.label_smoothing)
     g.add_argument("--patience", type=non_negative_int, default=None,
                    help="early-stopping patience in epochs (default 3; 0: never); with --resume: extend")
-    g.add_argument("--seed", type=int, default=TRAIN_SEED)
-    g.add_argument("--min-freq", type=positive_int, default=2)
-    g.add_argument("--src-bpe", type=non_negative_int, default=0, metavar="MERGES",
+    g.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    g.add_argument("--min-freq", type=positive_int, default=DEFAULTS.min_freq)
+    g.add_argument("--src-bpe", type=non_negative_int, default=DEFAULTS.src_bpe, metavar="MERGES",
                    help="translation: split German source words into byte-pair pieces with this many merges, "
                         "learned on the training set (0: whole words, the default)")
     g.add_argument("--eval-beam", type=positive_int, default=5, help="beam width also tried for the final metrics")
@@ -93,11 +94,11 @@ def build_parser() -> ArgumentParser:
                         "the CPU multiplies bf16 natively (AVX512-BF16, AMX); float32 elsewhere, with a notice. "
                         "Validation and evaluation stay float32")
     g = p.add_argument_group("reversal task")
-    g.add_argument("--min-len", type=positive_int, default=1)
-    g.add_argument("--max-len", type=positive_int, default=20)
-    g.add_argument("--train-size", type=positive_int, default=20000, help="fresh sequences per epoch")
-    g.add_argument("--val-size", type=positive_int, default=1000)
-    g.add_argument("--eval-n", type=positive_int, default=200,
+    g.add_argument("--min-len", type=positive_int, default=DEFAULTS.reverse_min_len)
+    g.add_argument("--max-len", type=positive_int, default=DEFAULTS.reverse_max_len)
+    g.add_argument("--train-size", type=positive_int, default=DEFAULTS.reverse_train_size, help="fresh sequences per epoch")
+    g.add_argument("--val-size", type=positive_int, default=DEFAULTS.reverse_val_size)
+    g.add_argument("--eval-n", type=positive_int, default=DEFAULTS.reverse_eval_n,
                    help="fresh sequences per length for the card's exact match by length 1-60 (recorded as "
                         "n_per_length)")
     g = p.add_argument_group("teacher forcing (coin per time step and per sequence)")
@@ -123,10 +124,10 @@ def configs_from_args(args) -> tuple[ModelConfig, TrainConfig]:
     tf = TeacherForcingConfig(kind=args.tf, ratio=args.tf_ratio,
                               k=args.tf_k if args.tf_k is not None else default_k,
                               c=args.tf_c, eps_min=args.tf_min, coin=args.tf_coin)
-    cfg = TrainConfig(task=args.task, epochs=args.epochs or 10, batch_size=args.batch_size, lr=args.lr,
+    cfg = TrainConfig(task=args.task, epochs=args.epochs or DEFAULTS.epochs, batch_size=args.batch_size, lr=args.lr,
                       lr_decay=1.0 if args.lr_decay is None else args.lr_decay,
                       weight_decay=args.weight_decay, clip=args.clip, label_smoothing=args.label_smoothing,
-                      patience=3 if args.patience is None else args.patience, seed=args.seed, min_freq=args.min_freq,
+                      patience=DEFAULTS.patience if args.patience is None else args.patience, seed=args.seed, min_freq=args.min_freq,
                       src_bpe=args.src_bpe,
                       reverse_min_len=args.min_len, reverse_max_len=args.max_len,
                       reverse_train_size=args.train_size, reverse_val_size=args.val_size,
