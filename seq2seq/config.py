@@ -98,7 +98,7 @@ class TrainConfig:
     reverse_val_size: int = 1000
     reverse_eval_n: int = 200     # fresh sequences per length for the card's exact match by length 1-60
     max_minutes: float = 0.0      # stop after this much wall time (0: no limit)
-    eval_beam: int = 1            # decoding used for the validation metric
+    eval_beam: int = 1            # translation: the beam width tried beside greedy for the card's final metrics
     amp: bool = True              # mixed precision (bf16) when on CUDA
     half_weights: bool = False    # store weights as float16 in model.safetensors
     fast_path: bool = True        # Seq2Seq.loss's fast path (False: the plain step loop, same values)
