@@ -55,6 +55,7 @@ def apply_fonts(figure, font_size: int, top: int = 60):
     sizes = font_sizes(font_size)
     if not isinstance(figure, go.Figure):       # Altair: a top-level chart's configuration
         label, title = sizes["label"], sizes["title"]
+        figure = _fit_width_only(figure)
         return figure.configure_axis(labelFontSize=label, titleFontSize=label).configure_legend(
             labelFontSize=label, titleFontSize=label).configure_title(fontSize=title).configure_header(
             labelFontSize=label, titleFontSize=label)
@@ -66,6 +67,19 @@ def apply_fonts(figure, font_size: int, top: int = 60):
     figure.update_xaxes(tickfont=dict(size=label), title_font=dict(size=label))
     figure.update_yaxes(tickfont=dict(size=label), title_font=dict(size=label))
     return figure
+
+
+def _fit_width_only(chart):
+    """A single or layered Altair chart stretches to the page's width while its height grows
+    with what it holds. Streamlit's default for such charts ("fit") squeezes the plot, the axes
+    and the legends into `height` pixels, so a legend longer than the plot is cut off. (Concat
+    and facet charts keep Streamlit's choice: "fit-x" breaks nested concatenations; a chart that
+    sets its own autosize keeps it.)"""
+    import altair as alt
+
+    if isinstance(chart, (alt.Chart, alt.LayerChart)) and chart.autosize is alt.Undefined:
+        return chart.properties(autosize=alt.AutoSizeParams(type="fit-x", contains="padding"))
+    return chart
 
 
 def alignment_heatmap(source_tokens: list[str], output_tokens: list[str], matrix, kind: str = "attention",
@@ -455,13 +469,25 @@ def _coin_dash(df, legend: bool = True):
     for one per step (the tutorials' rule), so that policy stands out wherever it is drawn."""
     import altair as alt
 
-    values = sorted(dict.fromkeys(df["coin"]), key=lambda v: "step" in str(v))      # per token (solid) first
-    return alt.StrokeDash("coin:N", title="coin", scale=alt.Scale(domain=values),
+    return alt.StrokeDash("coin:N", title="coin", scale=alt.Scale(domain=_coins(df)),
                           **({} if legend else {"legend": None}))
 
 
+def _coins(df) -> list:
+    return sorted(dict.fromkeys(df["coin"]), key=lambda v: "step" in str(v))      # per token (solid) first
+
+
 def _with_coin(encoding: dict, df, legend: bool = True) -> dict:
-    return dict(encoding, strokeDash=_coin_dash(df, legend)) if "coin" in df.columns and len(df) else encoding
+    """`encoding` plus the coin as line dash and point shape (triangles for one coin per step, as
+    on the bar chart): a line-and-point chart's legend draws its points, so the shape is what
+    tells the coins apart there."""
+    import altair as alt
+
+    if "coin" not in df.columns or not len(df):
+        return encoding
+    shape = alt.Shape("coin:N", title="coin", scale=alt.Scale(domain=_coins(df), range=["circle", "triangle-up"]),
+                      **({} if legend else {"legend": None}))
+    return dict(encoding, strokeDash=_coin_dash(df, legend), shape=shape)
 
 
 def schedule_chart(df, font_size: int = 14):

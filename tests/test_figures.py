@@ -139,6 +139,9 @@ def test_teacher_forcing_charts_mark_the_tutorials_rule_and_draw_both_curves():
     free = positions[positions["mode"] == "free-running"]
     single = figures.position_chart(free.drop(columns="mode"), order).to_dict()       # an older file
     assert single["encoding"]["strokeDash"]["scale"]["domain"] == coins              # per token solid, first
+    # a line-and-point chart's legend draws points: the coin is a point shape there as well as a dash
+    assert single["encoding"]["shape"]["scale"] == {"domain": coins, "range": ["circle", "triangle-up"]}
+    assert single["encoding"]["shape"]["field"] == single["encoding"]["strokeDash"]["field"] == "coin"
     runs = pd.DataFrame({"arch": ["gru"] * 2, "strategy": order, "seed": [1, 1], "name": ["a", "b"],
                          "value": [0.5, 0.4], "error": [None, None], "coin": coins})
     layers = figures.final_chart(runs, order, "exact match").to_dict()["spec"]["layer"]
@@ -172,3 +175,21 @@ def test_step_figure_controls_sit_below_the_axes_at_every_font_size():
         assert layout["title"]["pad"]["t"] > 8                       # the two-line title is not cut off at the top
         bottoms.append(bottom)
     assert bottoms[1] > bottoms[0]                                   # larger fonts get more room
+
+
+def test_single_altair_charts_grow_with_their_legends_and_concat_charts_keep_streamlits_sizing():
+    # Streamlit's default ("fit") squeezes plot, axes and legends into the chart's height, which
+    # cut off the schedule chart's third "kind" entry: single and layered charts fit the width only
+    import altair as alt
+
+    frame = pd.DataFrame({"step": [0, 1] * 9, "ratio": [1.0, 0.5] * 9, "strategy": [f"s{i}" for i in range(9)
+                                                                                  for _ in range(2)],
+                          "kind": ["decay"] * 6 + ["constant"] * 6 + ["constant, one coin per step"] * 6})
+    for chart in (figures.schedule_chart(frame),
+                  figures.line_chart(frame, "step", "ratio", "strategy", "t", rule_x=0.5)):     # a layer
+        assert chart.to_dict()["autosize"] == {"type": "fit-x", "contains": "padding"}
+    gold = pd.DataFrame({"step": [1], "position": ["1 a"], "gold": ["a"], "mode": ["teacher-forced"], "prob": [0.5],
+                         "fed": ["<sos>"], "divergence": [False], "divergence_label": [""]})
+    assert figures.gold_prob_chart(gold).to_dict()["autosize"] == {"type": "pad"}      # its own choice kept
+    concat = figures.apply_fonts(alt.hconcat(alt.Chart(frame).mark_line().encode(x="step:Q", y="ratio:Q")), 14)
+    assert "autosize" not in concat.to_dict()
