@@ -18,7 +18,20 @@ from .constants import APP_ICON, APP_TITLE, PAGES
 _inside_app = contextvars.ContextVar("attention_lab_inside_app", default=False)
 
 
+def import_chart_dependencies() -> None:
+    """Finish importing numpy and pandas before any chart is built. Plotly uses them only if
+    they are already in sys.modules, and takes them from there without waiting for an import
+    under way: on a fresh server, one session importing pandas while another drew its first
+    chart failed with "partially initialized module 'pandas' has no attribute 'Series'" (many
+    visitors opening a shared link at once). An import statement does wait for the import
+    under way. The first run of a process pays for the import (the Home page needs pandas
+    anyway); later runs find both loaded."""
+    import numpy  # noqa: F401
+    import pandas  # noqa: F401
+
+
 def run_app() -> None:
+    import_chart_dependencies()
     st.set_page_config(page_title=APP_TITLE, page_icon=APP_ICON, layout="wide")
     pages = [st.Page(p.path, title=p.title, icon=p.icon, default=(i == 0)) for i, p in enumerate(PAGES)]
     token = _inside_app.set(True)
