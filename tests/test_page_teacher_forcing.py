@@ -439,3 +439,14 @@ def test_the_shipped_reversal_sweep_says_how_far_it_has_run(monkeypatch):
     summary = dataframe(at, ["arch", "strategy", "seeds"])
     assert len(summary) == 18                                  # every policy of both archs has a seed
     assert not at.exception
+
+
+def test_the_replay_opens_on_a_model_whose_own_mistakes_show(monkeypatch):
+    # the shipped sweep's GRU trained with teacher forcing throughout leaves the gold reversal
+    # of the first example; the attention models reverse it perfectly (nothing to see)
+    monkeypatch.setenv("ATTENTION_LAB_SWEEPS", str(ROOT / "checkpoints" / "sweeps"))
+    at = open_page()
+    assert not at.exception
+    assert at.selectbox(key="tf.model").value == "gru-tf1-s1"
+    assert at.text_input(key="tf.text").value == "attention is all you need"
+    assert [m.value for m in at.metric if m.label == "first divergence (free-running)"][0].startswith("step ")
