@@ -105,26 +105,16 @@ def render_inspector(task: str) -> None:
                 "source token moved the score of each output token. It is not attention.")
 
     step = init_step(task, len(result.steps))
-    tabs = kept_tabs(f"{task}.tab", tab_names(task))   # only the open tab is computed
-    with tabs[0]:
-        if tabs[0].open:
-            render_heatmap_tab(task, entry, result, forced, settings)
-    with tabs[1]:
-        if tabs[1].open:
-            render_steps_tab(task, result, forced, step, settings)
-    with tabs[2]:
-        if tabs[2].open:
-            render_step_tab(task, translator, result, settings)
-    with tabs[3]:
-        if tabs[3].open:
-            render_attribution_tab(task, entry, translator, result, text, settings)
-    with tabs[4]:
-        if tabs[4].open:
-            render_training_tab(task, entry, text, beam, settings)
-    if task == "reverse":
-        with tabs[5]:
-            if tabs[5].open:
-                render_length_tab(entries, settings)
+    renderers = [lambda: render_heatmap_tab(task, entry, result, forced, settings),
+                 lambda: render_steps_tab(task, result, forced, step, settings),
+                 lambda: render_step_tab(task, translator, result, settings),
+                 lambda: render_attribution_tab(task, entry, translator, result, text, settings),
+                 lambda: render_training_tab(task, entry, text, beam, settings),
+                 lambda: render_length_tab(entries, settings)]          # in the order of tab_names
+    for tab, render in zip(kept_tabs(f"{task}.tab", tab_names(task)), renderers):
+        with tab:
+            if tab.open:            # only the open tab is computed
+                render()
 
 
 def render_heatmap_tab(task: str, entry: dict, result, forced: int, settings: dict) -> None:
