@@ -679,17 +679,27 @@ def _configured(chart, font_size: int):
 
 
 def statistic_histograms(df, title: str, x_title: str, font_size: int = 14, maxbins: int = 40):
-    """Tidy (model, value) rows -> one histogram per model, stacked in rows with a shared x
-    axis (Altair). Only numbers and model names reach the chart."""
+    """Tidy (model, value) rows -> one histogram per model, stacked in rows over one x axis
+    (Altair). The rows are concatenated, not faceted, so that they stretch to the page's width
+    (Streamlit draws a facet chart at its natural width); the bins are the same in every row.
+    Only numbers and model names reach the chart."""
     import altair as alt
 
+    models = list(dict.fromkeys(df["model"]))
+    values = df["value"].dropna()
+    extent = [float(values.min()), float(values.max())] if len(values) else alt.Undefined
+    bins = alt.Bin(maxbins=maxbins, extent=extent)
     base = alt.Chart(df).mark_bar().encode(
-        x=alt.X("value:Q", bin=alt.Bin(maxbins=maxbins), title=x_title),
+        x=alt.X("value:Q", bin=bins, title=x_title),
         y=alt.Y("count():Q", title="sentences"),
-        color=alt.Color("model:N", legend=None),
-        tooltip=[alt.Tooltip("model:N"), alt.Tooltip("value:Q", bin=alt.Bin(maxbins=maxbins), title=x_title),
+        color=alt.Color("model:N", legend=None, scale=alt.Scale(domain=models)),
+        tooltip=[alt.Tooltip("model:N"), alt.Tooltip("value:Q", bin=bins, title=x_title),
                  alt.Tooltip("count():Q", title="sentences")])
-    chart = base.properties(height=140).facet(row=alt.Row("model:N", title=None)).properties(title=title)
+    rows = [base.transform_filter(alt.FieldEqualPredicate(field="model", equal=m)).encode(
+        x=alt.X("value:Q", bin=bins, title=x_title if i == len(models) - 1 else None)).properties(
+        height=140, title=alt.TitleParams(m, anchor="start", fontSize=font_sizes(font_size)["label"]))
+        for i, m in enumerate(models)]            # the x axis titled once, under the last row
+    chart = alt.vconcat(*rows).resolve_scale(x="shared", y="shared").properties(title=title)
     return _configured(chart, font_size)
 
 

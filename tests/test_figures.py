@@ -193,3 +193,14 @@ def test_single_altair_charts_grow_with_their_legends_and_concat_charts_keep_str
     assert figures.gold_prob_chart(gold).to_dict()["autosize"] == {"type": "pad"}      # its own choice kept
     concat = figures.apply_fonts(alt.hconcat(alt.Chart(frame).mark_line().encode(x="step:Q", y="ratio:Q")), 14)
     assert "autosize" not in concat.to_dict()
+
+
+def test_statistic_histograms_stack_one_row_per_model_over_the_same_bins():
+    df = pd.DataFrame({"model": ["a"] * 3 + ["b"] * 2, "value": [0.0, 50.0, 100.0, 20.0, 30.0]})
+    spec = figures.statistic_histograms(df, "t", "sentence BLEU").to_dict()
+    rows = spec["vconcat"]           # concatenated, not faceted: Streamlit stretches it to the page's width
+    assert [r["title"]["text"] for r in rows] == ["a", "b"]
+    assert [r["transform"][0]["filter"]["equal"] for r in rows] == ["a", "b"]
+    assert all(r["encoding"]["x"]["bin"]["extent"] == [0.0, 100.0] for r in rows)     # b's bins are a's
+    assert [r["encoding"]["x"].get("title") for r in rows] == [None, "sentence BLEU"]
+    assert spec["resolve"]["scale"] == {"x": "shared", "y": "shared"}
