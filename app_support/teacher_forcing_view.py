@@ -279,6 +279,18 @@ def _seeds_caption(results: dict) -> str:
             f"(a second pass, chosen on {extra.get('chosen_on', 'the first pass')})")
 
 
+def curves_arch(sweep: str, archs: list[str]) -> str:
+    """The architecture whose curves are drawn: a choice kept per sweep (each sweep has its own
+    architectures), or, when the sweep has one, just its name."""
+    if len(archs) == 1:
+        st.caption(f"Architecture: {ARCH_LABELS.get(archs[0], archs[0])}")
+        return archs[0]
+    key = f"tf.arch.{sweep}"
+    init_state(key, archs[0], valid=lambda v: v in archs)
+    return st.radio("Architecture for the curves", archs, horizontal=True, key=key, on_change=save_state,
+                    args=(key,), format_func=lambda a: ARCH_LABELS.get(a, a))
+
+
 def render_sweep(results: dict | None, where: str, font_size: int, sweep: str = "reverse") -> None:
     if results is None:
         st.info(f"No sweep results found in {where}. Run `python -m seq2seq.sweep reverse` (it writes "
@@ -316,10 +328,7 @@ def render_sweep(results: dict | None, where: str, font_size: int, sweep: str = 
     st.markdown("**What the numbers say** (worked out from the file):\n\n"
                 + "\n".join(f"- {line}" for line in findings(results)))
 
-    if st.session_state.get("tf.arch") not in archs:      # another sweep was chosen
-        st.session_state.pop("tf.arch", None)
-    arch = st.radio("Architecture for the curves", archs, horizontal=True, key="tf.arch",
-                    format_func=lambda a: ARCH_LABELS.get(a, a))
+    arch = curves_arch(sweep, archs)
     st.subheader("Training curves: teacher-forced loss vs free-running quality")
     st.caption("Validation loss is measured teacher-forced (gold prefixes); the metric is measured free-running "
                "(the model's own prefixes). A lower loss does not always mean better free-running output. "

@@ -401,7 +401,7 @@ def test_a_format_1_file_still_draws(monkeypatch):
     assert res["format_version"] == 1 and res["scale"] == "reduced"
     at = open_page()                                     # its only sweep: no choice of sweep
     assert not [r for r in at.radio if r.key == "tf.sweep"]
-    at.radio(key="tf.arch").set_value("gru").run()
+    at.radio(key="tf.arch.reverse").set_value("gru").run()
     assert "results of a reduced sweep" in messages(at)
     summary = dataframe(at, ["arch", "strategy", "mean", "min", "max"]).set_index(["arch", "strategy"])
     assert len(summary) == 16
@@ -450,3 +450,17 @@ def test_the_replay_opens_on_a_model_whose_own_mistakes_show(monkeypatch):
     assert at.selectbox(key="tf.model").value == "gru-tf1-s1"
     assert at.text_input(key="tf.text").value == "attention is all you need"
     assert [m.value for m in at.metric if m.label == "first divergence (free-running)"][0].startswith("step ")
+
+
+def test_each_sweep_keeps_its_own_architecture_for_the_curves(monkeypatch):
+    # the reversal sweep has two architectures to choose from, the translation sweep one (no choice)
+    monkeypatch.setenv("ATTENTION_LAB_SWEEPS", str(ROOT / "checkpoints" / "sweeps"))
+    at = open_page()
+    at.radio(key="tf.sweep").set_value("reverse").run()
+    at.radio(key="tf.arch.reverse").set_value("gru").run()
+    at.radio(key="tf.sweep").set_value("translate").run()
+    assert not at.exception
+    assert not [r for r in at.radio if r.key and r.key.startswith("tf.arch")]
+    assert "Architecture: GRU + Bahdanau attention" in [c.value for c in at.caption]
+    at.radio(key="tf.sweep").set_value("reverse").run()
+    assert at.radio(key="tf.arch.reverse").value == "gru"
