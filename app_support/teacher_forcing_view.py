@@ -502,7 +502,8 @@ def render_replay(results: dict | None, results_path: Path | None, sweeps: dict[
                "The first step where free-running leaves the gold sequence is highlighted.")
     sweeps = sweeps if sweeps is not None else ({results_path.stem: results_path} if results_path else {})
     legacy = st.query_params.get("model", "")                 # an older link to a translation model
-    init_state("tf.replay_mode", "translate" if str(legacy).startswith("translate-") else "reverse",
+    chosen_sweep = results_path.stem if results_path is not None and results_path.stem in REPLAY_MODES else "reverse"
+    init_state("tf.replay_mode", "translate" if str(legacy).startswith("translate-") else chosen_sweep,
                query="replay", valid=lambda v: v in REPLAY_MODES)
     mode = st.radio("Replay", list(REPLAY_MODES), format_func=REPLAY_MODES.get, horizontal=True,
                     key="tf.replay_mode", on_change=save_state, args=("tf.replay_mode",),
@@ -789,6 +790,13 @@ def render_lab(font_size: int) -> None:
                 file_slug("teacher-forcing", "live-lab", result["arch"]))
 
 
+def _sweep_chosen() -> None:
+    """A sweep picked: the replay follows it (the translation sweep's models replay translations)."""
+    save_state("tf.sweep")
+    if st.session_state["tf.sweep"] in REPLAY_MODES:
+        set_state("tf.replay_mode", st.session_state["tf.sweep"])
+
+
 def render_page() -> None:
     settings = sidebar_settings()
     font_size = settings["font_size"]
@@ -798,7 +806,7 @@ def render_page() -> None:
     if sweeps:
         init_state("tf.sweep", default_sweep(sweeps), valid=lambda v: v in sweeps)
         if len(sweeps) > 1:
-            st.radio("Sweep", list(sweeps), horizontal=True, key="tf.sweep", on_change=save_state, args=("tf.sweep",),
+            st.radio("Sweep", list(sweeps), horizontal=True, key="tf.sweep", on_change=_sweep_chosen,
                      format_func=lambda n: SWEEP_LABELS.get(n, n),
                      help="Which sweep's results, schedules and kept models the page shows.")
         results_path = sweeps[st.session_state["tf.sweep"]]

@@ -462,5 +462,7 @@ def test_each_sweep_keeps_its_own_architecture_for_the_curves(monkeypatch):
     assert not at.exception
     assert not [r for r in at.radio if r.key and r.key.startswith("tf.arch")]
     assert "Architecture: GRU + Bahdanau attention" in [c.value for c in at.caption]
+    assert at.radio(key="tf.replay_mode").value == "translate"          # the replay follows the sweep
     at.radio(key="tf.sweep").set_value("reverse").run()
     assert at.radio(key="tf.arch.reverse").value == "gru"
+    assert at.radio(key="tf.replay_mode").value == "reverse"
