@@ -136,7 +136,8 @@ def render_compare() -> None:
     st.subheader("Metrics")
     frame = metrics_frame(entries, task)
     st.dataframe(frame, hide_index=True, key=f"compare.metrics.{task}",
-                 column_config={c: st.column_config.NumberColumn(format="%.2f" if c == "params (M)" else "%.1f")
+                 column_config={c: st.column_config.NumberColumn(format="%.2f" if c == "params (M)" or "BLEU" in c
+                                                                 else "%.1f")     # BLEU as the cards record it
                                 for c in frame.columns if frame[c].dtype.kind == "f"})
     if task == "translate":
         st.caption("Rows marked “tutorial (reference)” are the numbers the PyTorch seq2seq tutorials "

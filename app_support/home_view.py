@@ -61,12 +61,13 @@ def task_table(frame: pd.DataFrame, task: str) -> pd.DataFrame:
 def model_column_config() -> dict:
     """How st.dataframe formats the models table."""
     one_decimal = {"format": "%.1f"}
+    bleu = {"format": "%.2f"}       # as the cards record it: 39.95 must not read as 40.0
     return {
         "params": st.column_config.NumberColumn(format="localized"),
         "size on disk (MiB)": st.column_config.NumberColumn(**one_decimal),
         "BLEU (tutorial form)": st.column_config.NumberColumn(
-            **one_decimal, help="On lowercased spaCy tokens, as the PyTorch tutorial computes it"),
-        "sacreBLEU": st.column_config.NumberColumn(**one_decimal, help="Detokenized text, standard sacreBLEU"),
+            **bleu, help="On lowercased spaCy tokens, as the PyTorch tutorial computes it"),
+        "sacreBLEU": st.column_config.NumberColumn(**bleu, help="Detokenized text, standard sacreBLEU"),
         "test PPL": st.column_config.NumberColumn(**one_decimal),
         "exact match 1–20 (%)": st.column_config.NumberColumn(**one_decimal, help="Lengths seen in training"),
         "exact match 21–30 (%)": st.column_config.NumberColumn(**one_decimal,

@@ -108,6 +108,9 @@ def test_translate_grid_has_one_heatmap_per_model_with_the_right_shape(compare_a
     metrics = at.dataframe[0].value
     assert list(metrics["model"][:2]) == ["translate-bahdanau", "translate-lstm"]
     assert (metrics["source"] != "ours").sum() == len(TUTORIAL_REFERENCE)
+    formats = {c: v.get("type_config", {}).get("format")
+               for c, v in json.loads(at.dataframe[0].proto.columns).items()}
+    assert {formats[c] for c in formats if "BLEU" in c} == {"%.2f"}        # as the cards record BLEU
 
 
 def test_reverse_grid_runs_the_real_model_and_shows_the_corrupt_one(compare_app):

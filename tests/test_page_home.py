@@ -1,6 +1,7 @@
 """Home page: the models table from the cards, and the links to every page."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -90,6 +91,10 @@ def test_home_page_lists_the_models_links_every_page_and_names_the_broken_card(t
     assert translate.loc["translate-bahdanau", "trained on"] == "GPU: NVIDIA H100 80GB HBM3"
     assert reverse.loc["reverse-bahdanau", "exact match 1–20 (%)"] == pytest.approx(100.0)
     assert "BLEU (tutorial form)" not in reverse.columns and "exact match 1–20 (%)" not in translate.columns
+    # BLEU shown to the two decimals the cards record (39.95 must not read as 40.0)
+    shown = json.loads(at.dataframe[0].proto.columns)
+    assert shown["BLEU (tutorial form)"]["type_config"]["format"] == shown["sacreBLEU"]["type_config"]["format"] \
+        == "%.2f"
     # what the exact match measures comes from the cards (the real model: 200 per length, trained on 1-40)
     captions = " ".join(c.value for c in at.caption)
     assert ("Exact match on 200 fresh sequences per length for reverse-bahdanau, reverse-luong (trained on lengths "
