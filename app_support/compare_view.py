@@ -12,7 +12,7 @@ from seq2seq.report import TUTORIAL_REFERENCE, reversal_note
 from .cards import number, trained_on
 from .common import (guarded, init_state, model_entries, save_state, set_url, show_source_notes, sidebar_settings,
                      text_with_examples, translate_cached)
-from .constants import ARCH_LABELS, EXAMPLES, TASK_LABELS, TASKS
+from .constants import ARCH_LABELS, BLEU_FORMAT, EXAMPLES, TASK_LABELS, TASKS
 
 GRID_COLUMNS = 2
 REFERENCE_SOURCE = "tutorial (reference)"
@@ -136,8 +136,8 @@ def render_compare() -> None:
     st.subheader("Metrics")
     frame = metrics_frame(entries, task)
     st.dataframe(frame, hide_index=True, key=f"compare.metrics.{task}",
-                 column_config={c: st.column_config.NumberColumn(format="%.2f" if c == "params (M)" or "BLEU" in c
-                                                                 else "%.1f")     # BLEU as the cards record it
+                 column_config={c: st.column_config.NumberColumn(format=BLEU_FORMAT if "BLEU" in c else
+                                                                 "%.2f" if c == "params (M)" else "%.1f")
                                 for c in frame.columns if frame[c].dtype.kind == "f"})
     if task == "translate":
         st.caption("Rows marked “tutorial (reference)” are the numbers the PyTorch seq2seq tutorials "

@@ -65,6 +65,7 @@ PLOTLY_CONFIG = {"displaylogo": False, "displayModeBar": True,
                  "toImageButtonOptions": {"format": "png", "scale": 2, "filename": "attention-lab"}}
 
 # Which shipped model a page opens on: attention first (it has something to show), then the rest.
+BLEU_FORMAT = "%.2f"     # tables show BLEU to the digits the cards record: 39.95 must not read as 40.0
 PREFERRED_ARCHS = ("bahdanau", "luong", "gru", "lstm")
 
 

@@ -11,7 +11,7 @@ from seq2seq.subword import source_units
 
 from .cards import number, shipped_bytes, trained_on
 from .common import model_entries, sidebar_settings
-from .constants import ARCH_LABELS, PAGES, TASK_LABELS
+from .constants import ARCH_LABELS, BLEU_FORMAT, PAGES, TASK_LABELS
 
 # Column order of the models table; metrics a task does not have stay empty (NaN).
 MODEL_COLUMNS = ("model", "task", "architecture", "source read as", "params", "size on disk (MiB)", "BLEU (tutorial form)",
@@ -61,7 +61,7 @@ def task_table(frame: pd.DataFrame, task: str) -> pd.DataFrame:
 def model_column_config() -> dict:
     """How st.dataframe formats the models table."""
     one_decimal = {"format": "%.1f"}
-    bleu = {"format": "%.2f"}       # as the cards record it: 39.95 must not read as 40.0
+    bleu = {"format": BLEU_FORMAT}
     return {
         "params": st.column_config.NumberColumn(format="localized"),
         "size on disk (MiB)": st.column_config.NumberColumn(**one_decimal),

@@ -49,7 +49,8 @@ def controls(task: str, entries: list[dict]):
     init_state(f"{k}.no_unk", False, query="no_unk", cast=lambda v: v in ("1", "true", True),
                valid=lambda v: isinstance(v, bool))
     init_state(f"{k}.prefix", "", query="prefix")
-    tab = init_tab(f"{k}.tab", tab_names(task), query="tab")
+    tabs = tab_names(task)
+    tab = init_tab(f"{k}.tab", tabs, query="tab")
     left, right = st.columns([3, 2], gap="large")
     with left:
         text = text_with_examples(task, f"{k}.text", f"{k}.example")
@@ -72,7 +73,7 @@ def controls(task: str, entries: list[dict]):
                                help="Type the first output words; the model continues from there.")
     decoding = Decoding(beam, float(alpha), bool(no_unk))          # greedy: alpha back to 1
     set_url(text=text, model=model, **decoding_query(decoding), prefix=prefix,
-            tab=tab if tab != tab_names(task)[0] else None)     # a shared link opens on the same tab
+            tab=tab if tab != tabs[0] else None)     # a shared link opens on the same tab
     return text, by_name[model], decoding, prefix
 
 

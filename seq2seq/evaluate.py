@@ -118,10 +118,13 @@ def bleu_scores(hyp_tokens: list[list[str]], ref_tokens: list[list[str]], ref_ra
             "sacrebleu_signature": str(standard_metric.get_signature())}
 
 
-def split_loss(model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab, src_tok: list[list[str]],
-               tgt_tok: list[list[str]], device) -> float:
-    """A tokenized split's teacher-forced loss (it does not depend on the decoding)."""
-    sources = [src_vocab.encode_words(s, model.cfg.max_src_len) for s in src_tok]
+def encode_sources(model: Seq2Seq, src_vocab: Vocab, src_tok: list[list[str]]) -> list[list[int]]:
+    return [src_vocab.encode_words(s, model.cfg.max_src_len) for s in src_tok]
+
+
+def split_loss(model: Seq2Seq, sources: list[list[int]], tgt_vocab: Vocab, tgt_tok: list[list[str]],
+               device) -> float:
+    """A split's teacher-forced loss, its sources encoded (it does not depend on the decoding)."""
     return teacher_forced_loss(model, PairDataset(sources, [tgt_vocab.encode(t) for t in tgt_tok]), device)
 
 
@@ -129,9 +132,9 @@ def evaluate_translation(model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab, src
                          tgt_tok: list[list[str]], ref_raw: list[str], device, decoding: Decoding = Decoding(),
                          batch_size: int = 128, loss: float | None = None) -> dict:
     """loss: the split's teacher-forced loss (split_loss) where the caller has it already."""
+    sources = encode_sources(model, src_vocab, src_tok)
     if loss is None:
-        loss = split_loss(model, src_vocab, tgt_vocab, src_tok, tgt_tok, device)
-    sources = [src_vocab.encode_words(s, model.cfg.max_src_len) for s in src_tok]
+        loss = split_loss(model, sources, tgt_vocab, tgt_tok, device)
     t0 = time.perf_counter()
     outs = decode_corpus(model, sources, device, beam=decoding.beam, alpha=decoding.alpha, batch_size=batch_size,
                          no_unk=decoding.no_unk, coverage=decoding.coverage)
@@ -152,7 +155,7 @@ def choose_decoding(model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab, splits: 
     metrics = {}
     for split in ("val", "test2016"):
         t = splits[split]
-        loss = split_loss(model, src_vocab, tgt_vocab, t["de"], t["en"], device)
+        loss = split_loss(model, encode_sources(model, src_vocab, t["de"]), tgt_vocab, t["en"], device)
         metrics[split] = {d: evaluate_translation(model, src_vocab, tgt_vocab, t["de"], t["en"], t["en_raw"],
                                                   device, d, loss=loss)
                           for d in dict.fromkeys(decodings)}

@@ -690,7 +690,6 @@ def statistic_histograms(df, title: str, x_title: str, font_size: int = 14, maxb
     extent = [float(values.min()), float(values.max())] if len(values) else alt.Undefined
     bins = alt.Bin(maxbins=maxbins, extent=extent)
     base = alt.Chart(df).mark_bar().encode(
-        x=alt.X("value:Q", bin=bins, title=x_title),
         y=alt.Y("count():Q", title="sentences"),
         color=alt.Color("model:N", legend=None, scale=alt.Scale(domain=models)),
         tooltip=[alt.Tooltip("model:N"), alt.Tooltip("value:Q", bin=bins, title=x_title),

@@ -96,7 +96,8 @@ def build_parser() -> ArgumentParser:
     g = p.add_argument_group("reversal task")
     g.add_argument("--min-len", type=positive_int, default=DEFAULTS.reverse_min_len)
     g.add_argument("--max-len", type=positive_int, default=DEFAULTS.reverse_max_len)
-    g.add_argument("--train-size", type=positive_int, default=DEFAULTS.reverse_train_size, help="fresh sequences per epoch")
+    g.add_argument("--train-size", type=positive_int, default=DEFAULTS.reverse_train_size,
+                   help="fresh sequences per epoch")
     g.add_argument("--val-size", type=positive_int, default=DEFAULTS.reverse_val_size)
     g.add_argument("--eval-n", type=positive_int, default=DEFAULTS.reverse_eval_n,
                    help="fresh sequences per length for the card's exact match by length 1-60 (recorded as "
@@ -127,7 +128,8 @@ def configs_from_args(args) -> tuple[ModelConfig, TrainConfig]:
     cfg = TrainConfig(task=args.task, epochs=args.epochs or DEFAULTS.epochs, batch_size=args.batch_size, lr=args.lr,
                       lr_decay=1.0 if args.lr_decay is None else args.lr_decay,
                       weight_decay=args.weight_decay, clip=args.clip, label_smoothing=args.label_smoothing,
-                      patience=DEFAULTS.patience if args.patience is None else args.patience, seed=args.seed, min_freq=args.min_freq,
+                      patience=DEFAULTS.patience if args.patience is None else args.patience, seed=args.seed,
+                      min_freq=args.min_freq,
                       src_bpe=args.src_bpe,
                       reverse_min_len=args.min_len, reverse_max_len=args.max_len,
                       reverse_train_size=args.train_size, reverse_val_size=args.val_size,
