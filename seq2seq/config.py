@@ -105,6 +105,7 @@ class TrainConfig:
     cpu_bf16: bool = False        # fast path's matmuls in bf16 on CPUs with native bf16 (elsewhere float32)
     ema_decay: float = 0.0        # validate, keep and ship an exponential moving average of the weights (0: off)
     streams: int = 0              # CPU: each batch split across this many threads (streams.py; 0: one per thread)
+    init_from: str = ""           # start from this checkpoint's weights (init_from.py; "": random initialization)
     teacher_forcing: TeacherForcingConfig = field(default_factory=TeacherForcingConfig)
 
     def __post_init__(self):

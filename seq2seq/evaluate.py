@@ -166,7 +166,7 @@ def choose_decoding(model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab, splits: 
             for split, runs in metrics.items()}
 
 
-def _parse_decodings(text: str) -> list[Decoding]:
+def decodings_arg(text: str) -> list[Decoding]:
     try:
         return Decoding.parse_list(text)
     except ValueError as e:
@@ -339,7 +339,7 @@ def main(argv=None) -> int:
     p.add_argument("--n-per-length", type=positive_int, default=None, help="reversal: sequences per length")
     p.add_argument("--device", default="cpu", type=device_arg)
     p.add_argument("--json", action="store_true")
-    p.add_argument("--choose-decoding", type=_parse_decodings, metavar="BEAMS",
+    p.add_argument("--choose-decoding", type=decodings_arg, metavar="BEAMS",
                    help="translation: evaluate these decodings (e.g. 1,5,10,10:0.8,10:0.8:cov0.2:no-unk as beam or "
                         "beam:alpha, :covB a coverage penalty of weight B, :no-unk forbidding <unk> in the output) "
                         "on val "

@@ -21,6 +21,7 @@ from .cli import ArgumentParser, device_or_auto_arg, non_negative_int, positive_
 from .config import ARCHS, COIN_GRANULARITIES, TASKS, ModelConfig, TeacherForcingConfig, TrainConfig
 from .distributed import broadcast_json, current_dist, setup_distributed, shard_batches, teardown_distributed
 from .errors import Seq2SeqError
+from .init_from import model_config_from
 from .models import count_params
 from .presets import DATA_DIR, MODEL_SIZES, default_layers
 from .schedules import KINDS
@@ -77,6 +78,9 @@ def build_parser() -> ArgumentParser:
     g.add_argument("--eval-beam", type=positive_int, default=5, help="beam width also tried for the final metrics")
     g.add_argument("--max-minutes", type=float, default=None, help="wall-time budget (0, the default: none); "
                    "with --resume: extend")
+    g.add_argument("--init-from", default="", metavar="CKPT",
+                   help="start from this checkpoint's weights (same sizes and vocabularies; a fresh optimizer and "
+                        "schedule): a continuation, recorded in the card's provenance")
     g.add_argument("--snapshots", action="store_true",
                    help="keep the weights at points of training in OUT/snapshots/NN (see seq2seq.snapshots)")
     g.add_argument("--half", action="store_true", help="store weights as float16")
@@ -137,7 +141,16 @@ def configs_from_args(args) -> tuple[ModelConfig, TrainConfig]:
                       max_minutes=args.max_minutes or 0.0, eval_beam=args.eval_beam, amp=not args.no_amp,
                       half_weights=args.half, fast_path=not args.plain_loop, cpu_bf16=args.cpu_bf16,
                       streams=args.streams,
-                      ema_decay=args.ema, teacher_forcing=tf)
+                      ema_decay=args.ema, init_from=args.init_from, teacher_forcing=tf)
+    if args.init_from:          # a continuation keeps its parent's sizes
+        parent_cfg = model_config_from(args.init_from, args.dropout)
+        given = {key: getattr(model_cfg, key) for opt, key in (("emb", "emb_dim"), ("hidden", "hidden_dim"),
+                 ("layers", "n_layers"), ("attn_dim", "attn_dim")) if getattr(args, opt) is not None}
+        differ = [f"{k} {v} (the checkpoint's {getattr(parent_cfg, k)})" for k, v in
+                  {"arch": args.arch, **given}.items() if getattr(parent_cfg, k) != v]
+        if differ:
+            raise Seq2SeqError(f"--init-from {args.init_from}: {', '.join(differ)}")
+        model_cfg = parent_cfg
     return model_cfg, cfg
 
 

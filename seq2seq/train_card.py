@@ -77,7 +77,8 @@ def reversal_metrics(model, cfg: TrainConfig, data: TaskData, history: list, dev
 
 
 def make_card(model, model_cfg: ModelConfig, cfg: TrainConfig, data: TaskData, device, history, wall, name, stopped,
-              final_eval: bool = True, world_size: int = 1, backend: str | None = None) -> dict:
+              final_eval: bool = True, world_size: int = 1, backend: str | None = None,
+              parent: dict | None = None) -> dict:
     """Final metrics with the best weights, and everything the card records."""
     if not final_eval:
         metrics = {}
@@ -109,7 +110,11 @@ def make_card(model, model_cfg: ModelConfig, cfg: TrainConfig, data: TaskData, d
                        # processes that trained it (torchrun); tokens_per_s counts them all
                        "world_size": world_size,
                        **({"distributed_backend": backend, "batch_size_per_process": cfg.batch_size}
-                          if world_size > 1 else {})},
+                          if world_size > 1 else {}),
+                       # a continuation (--init-from): where it started, and the cost of the whole model
+                       **({"init_from": parent,
+                           "wall_seconds_total": round(wall + parent.get("wall_seconds_total", 0.0), 1)}
+                          if parent else {})},
     }
 
 

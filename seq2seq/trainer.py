@@ -101,6 +101,7 @@ class RunState:
     best_weights: dict | None = None
     best_file: str | None = None
     stopped: str = ""
+    parent: dict | None = None           # --init-from: the checkpoint the run started from (init_from.py)
 
 
 @dataclass
@@ -136,6 +137,7 @@ def restore_run(state_path: Path | None, model, optimizer, cfg: TrainConfig, dev
     run.history, run.step, run.start_epoch = info["history"], info["step"], info["epoch"]
     run.best, run.bad_epochs, run.wall_before = info["best"], info["bad_epochs"], info["wall_seconds"]
     run.stopped = info.get("stopped", "")
+    run.parent = info.get("init_from")
     if run.stopped and extension_allows(run.stopped, cfg, run.bad_epochs, run.wall_before):
         run.stopped = ""          # extended: more epochs, more patience or more time than before
     return run
@@ -281,7 +283,8 @@ def close_epoch(row: dict, model, optimizer, data: TaskData, cfg: TrainConfig, m
         written = save_state(state_path, model, optimizer, {
             "epoch": row["epoch"], "step": run.step, "history": run.history, "best": run.best,
             "bad_epochs": run.bad_epochs, "wall_seconds": wall, "stopped": run.stopped,
-            "best_weights_file": run.best_file, "model_config": model_cfg.to_dict(), "train_config": cfg.to_dict()},
+            "best_weights_file": run.best_file, "init_from": run.parent, "model_config": model_cfg.to_dict(),
+            "train_config": cfg.to_dict()},
             best_weights=run.best_weights if write_best else None,
             extra=average.state_tensors() if average is not None else None)
         run.best_file = written.get("best_weights_file")
@@ -306,6 +309,12 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | None, data: T
     state_path = Path(state_dir) if state_dir else None
     average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
     run = restore_run(state_path, model, optimizer, cfg, device, average) if resume else RunState()
+    if cfg.init_from and not resume:
+        from .init_from import load_initial_weights
+        run.parent = load_initial_weights(model, model_cfg, data.src_vocab, data.tgt_vocab, cfg.init_from,
+                                          metric_key(cfg.task))
+        if average is not None:         # the average starts from the parent's weights, not the random ones
+            average = WeightAverage(model, cfg.ema_decay)
     net = TrainingLoss(model)
     if ddp.enabled:
         from torch.nn.parallel import DistributedDataParallel
@@ -374,7 +383,7 @@ def finish(model, model_cfg: ModelConfig, cfg: TrainConfig, data: TaskData, devi
                     t.copy_(t.half().float())
     ddp = current_dist()
     card = make_card(model, model_cfg, cfg, data, device, run.history, wall, name, run.stopped, final_eval,
-                     world_size=ddp.world_size, backend=ddp.backend)
+                     world_size=ddp.world_size, backend=ddp.backend, parent=run.parent)
     if snaps is not None:
         key = metric_key(cfg.task)
         best = max(run.history, key=lambda h: (h[key], -h["val_loss"])) if run.history else {}

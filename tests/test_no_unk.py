@@ -10,7 +10,7 @@ import torch
 from seq2seq.config import Decoding
 from seq2seq.data import collate
 from seq2seq.decoding import banned_ids, beam_search, greedy_decode
-from seq2seq.evaluate import _parse_decodings, decode_corpus
+from seq2seq.evaluate import decodings_arg, decode_corpus
 from seq2seq.vocab import EOS_ID, PAD_ID, SOS_ID, UNK_ID
 
 from conftest import padded_batch, tiny_model
@@ -126,13 +126,13 @@ def test_corpus_decoding_passes_the_coverage_penalty_on():
 
 
 def test_decoding_lists_parse():
-    assert _parse_decodings("1,5,10:0.8,10:0.8:no-unk,1:no-unk,5:1:cov0.2,6:0.9:cov0.1:no-unk") == [
+    assert decodings_arg("1,5,10:0.8,10:0.8:no-unk,1:no-unk,5:1:cov0.2,6:0.9:cov0.1:no-unk") == [
         Decoding(1), Decoding(5), Decoding(10, 0.8), Decoding(10, 0.8, True), Decoding(1, no_unk=True),
         Decoding(5, coverage=0.2), Decoding(6, 0.9, True, 0.1)]
     for bad in ("0", "5:-1", "5:x", "5:0.8:nounk", "", "5:1:2", "5:cov", "5:1:cov-1", "5:1:no-unk:cov0.2",
                 "cov0.2"):
         with pytest.raises(argparse.ArgumentTypeError):
-            _parse_decodings(bad)
+            decodings_arg(bad)
 
 
 def test_test_set_link_carries_the_whole_decoding():

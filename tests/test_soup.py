@@ -1,0 +1,112 @@
+"""Continuations (`train --init-from`) and soups (`seq2seq.soup`) on the toy corpus: a
+continuation starts from its parent's exact weights and says so in its card; a soup is
+the average of its ingredients' weights, measured like a trained model, and refuses
+models without a common start."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import ROOT
+from test_translate_task import train_on_toy_corpus
+
+SIZES = ("--arch", "bahdanau", "--emb", "16", "--hidden", "32", "--attn-dim", "16", "--half")
+
+
+def run(*args, ok=True):
+    proc = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert (proc.returncode == 0) == ok, proc.stderr[-3000:]
+    return proc
+
+
+def train(d, out, *options):
+    run("-m", "seq2seq.train", "--task", "translate", "--out", str(out), "--data-dir", str(d),
+        "--cache", str(d / "cache.json.gz"), "--state-dir", str(out) + "-state", "--batch-size", "32",
+        "--min-freq", "1", "--dropout", "0.0", "--device", "cpu", *options)
+    return json.loads((out / "card.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory):
+    """A parent, a continuation that did not move (lr 0), one that did, and an unrelated model."""
+    d, parent = train_on_toy_corpus(tmp_path_factory, "translate-bahdanau", *SIZES, "--epochs", "2")
+    still = train(d, d / "still", "--arch", "bahdanau", "--init-from", str(parent), "--lr", "0", "--epochs", "1",
+                  "--half", "--seed", "7")
+    moved = train(d, d / "moved", "--arch", "bahdanau", "--init-from", str(parent), "--lr", "3e-3", "--epochs", "2",
+                  "--half", "--seed", "8", "--ema", "0.9")
+    other = train(d, d / "other", *SIZES, "--epochs", "1", "--seed", "9")
+    return d, parent, still, moved, other
+
+
+def test_a_continuation_starts_from_its_parents_weights_and_records_it(family):
+    d, parent, still, moved, _ = family
+    parent_card = json.loads((parent / "card.json").read_text())
+    # lr 0: the continuation is its parent, bit for bit (the same float16 file)
+    assert still["weights_sha256"] == parent_card["weights_sha256"]
+    assert still["config"] == parent_card["config"]           # the sizes came from the checkpoint
+    for card in (still, moved):
+        start = card["provenance"]["init_from"]
+        assert start["name"] == "translate-bahdanau" and start["weights_sha256"] == parent_card["weights_sha256"]
+        assert start["epochs_run"] == 2 and start["best_epoch"] in (1, 2)
+        assert card["provenance"]["wall_seconds_total"] == pytest.approx(
+            card["provenance"]["wall_seconds"] + parent_card["provenance"]["wall_seconds"], abs=0.11)
+        assert card["train_config"]["init_from"] == str(parent)
+    assert moved["weights_sha256"] != parent_card["weights_sha256"]
+    # it went on from the parent's loss, not from a random model's
+    assert moved["history"][0]["val_loss"] < parent_card["history"][0]["val_loss"]
+
+
+def test_a_continuation_refuses_other_sizes(family):
+    d, parent, *_ = family
+    proc = run("-m", "seq2seq.train", "--task", "translate", "--arch", "bahdanau", "--out", str(d / "x"),
+               "--data-dir", str(d), "--cache", str(d / "cache.json.gz"), "--min-freq", "1", "--hidden", "48",
+               "--init-from", str(parent), "--epochs", "1", ok=False)
+    assert "hidden_dim 48" in proc.stderr and "Traceback" not in proc.stderr
+    proc = run("-m", "seq2seq.train", "--task", "translate", "--arch", "luong", "--out", str(d / "x"),
+               "--data-dir", str(d), "--cache", str(d / "cache.json.gz"), "--min-freq", "1",
+               "--init-from", str(parent), "--epochs", "1", ok=False)
+    assert "arch luong" in proc.stderr
+    proc = run("-m", "seq2seq.train", "--task", "translate", "--arch", "bahdanau", "--out", str(d / "x"),
+               "--data-dir", str(d), "--cache", str(d / "cache.json.gz"), "--min-freq", "1", "--src-bpe", "20",
+               "--init-from", str(parent), "--epochs", "1", ok=False)
+    assert "src_vocab_size" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_soup_is_the_average_of_its_ingredients(family):
+    from seq2seq.checkpoint import load_checkpoint
+
+    d, parent, _, moved, _ = family
+    out = d / "soup"
+    proc = run("-m", "seq2seq.soup", str(out), str(parent), str(d / "moved"), "--data-dir", str(d),
+               "--cache", str(d / "cache.json.gz"), "--decodings", "1,3", "--name", "translate-bahdanau")
+    assert "test 2016 BLEU" in proc.stdout
+    a, b, soup = (load_checkpoint(p).model.state_dict() for p in (parent, d / "moved", out))
+    for k in soup:
+        assert torch.equal(soup[k], ((a[k] + b[k]) / 2).half().float()), k
+    card = json.loads((out / "card.json").read_text())
+    parent_card = json.loads((parent / "card.json").read_text())
+    assert card["name"] == "translate-bahdanau" and card["weights_dtype"] == "float16"
+    assert [i["name"] for i in card["soup"]["ingredients"]] == ["translate-bahdanau", "moved"]
+    assert card["history"] == parent_card["history"]
+    # the parent's run counted once, though the continuation's record names it too
+    assert card["provenance"]["wall_seconds_total"] == pytest.approx(
+        parent_card["provenance"]["wall_seconds"] + moved["provenance"]["wall_seconds"], abs=0.11)
+    m = card["metrics"]
+    assert set(m["val"]["by_decoding"]) == {"beam1", "beam3"} and m["val"]["chosen_on"] == "val bleu"
+    # the card's numbers and sample are these weights': evaluate reproduces them
+    ev = run("-m", "seq2seq.evaluate", str(out), "--data-dir", str(d), "--cache", str(d / "cache.json.gz"),
+             "--json")
+    assert json.loads(ev.stdout)["bleu"] == m["test2016"]["bleu"]
+    from seq2seq.translate import Translator
+    ck = load_checkpoint(out)
+    assert Translator(ck).translate(card["sample"]["input"], beam=1).text == card["sample"]["output"]
+
+
+def test_a_soup_refuses_models_without_a_common_start(family):
+    d, parent, *_ = family
+    proc = run("-m", "seq2seq.soup", str(d / "bad"), str(parent), str(d / "other"), "--data-dir", str(d),
+               "--cache", str(d / "cache.json.gz"), ok=False)
+    assert "share no start" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (d / "bad").exists()
