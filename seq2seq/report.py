@@ -44,16 +44,40 @@ def _fmt_size(n) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
 
 
+def training_runs(card: Card) -> list[dict]:
+    """The training runs behind a checkpoint's weights, first to last: one for a plain run;
+    the parent's and its own for a continuation (`train --init-from`); each ingredient's
+    for a soup (`seq2seq.soup`, whose ingredients record what they continued from)."""
+    soup = card.extra.get("soup")
+    if soup:
+        return [dict(i, continued=bool(i.get("init_from"))) for i in soup["ingredients"]]
+    runs, parent = [dict(card.provenance, continued=bool(card.provenance.get("init_from")))], \
+        card.provenance.get("init_from")
+    while parent:
+        runs.insert(0, dict(parent, continued=bool(parent.get("init_from"))))
+        parent = parent.get("init_from")
+    return runs
+
+
+def _where(p: dict) -> str:
+    where = p.get("cpu_model") or p.get("device_name", "?")
+    return where + (f", {p['cpu_threads']} thread{'s' if p['cpu_threads'] != 1 else ''}" if p.get("cpu_threads")
+                    else "")
+
+
 def _device(card: Card) -> str:
-    p = card.provenance
-    where = p.get("cpu_model") or p["device_name"]
-    threads = f", {p['cpu_threads']} thread{'s' if p['cpu_threads'] != 1 else ''}" if p.get("cpu_threads") else ""
-    return f"{p['device']} ({where}{threads})"
+    places = list(dict.fromkeys(_where(r) for r in training_runs(card)))
+    return f"{card.provenance['device']} ({'; '.join(places)})"
 
 
 def _training(card: Card) -> str:
-    epochs = card.provenance.get("epochs_run", len(card.history))
-    return f"{card.provenance['wall_seconds'] / 60:.1f} min, {epochs} epochs"
+    runs = training_runs(card)
+    if len(runs) == 1:
+        epochs = card.provenance.get("epochs_run", len(card.history))
+        return f"{card.provenance['wall_seconds'] / 60:.1f} min, {epochs} epochs"
+    parts = [f"{r.get('wall_seconds', 0) / 60:.1f} min{' continued' if r['continued'] else ''} "
+             f"({r.get('epochs_run', '?')} epochs)" for r in runs]
+    return " + ".join(parts) + (", weights averaged" if card.extra.get("soup") else "")
 
 
 def rows(root: Path) -> tuple[list[dict], list[str]]:

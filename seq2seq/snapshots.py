@@ -151,6 +151,34 @@ def prune_snapshots(ckpt_dir, max_bytes: int | None = MAX_SERIES_BYTES) -> list[
     return list_snapshots(ckpt_dir)
 
 
+def replace_final(ckpt_dir, label: str, step: int, epoch: float) -> dict:
+    """Make the series end with the checkpoint's own weights: its final snapshot rewritten
+    from them, at `step` and `epoch` of training, with the checkpoint's greedy validation
+    BLEU and loss. For a model whose shipped weights came after the run that took the
+    series (a continuation, `train --init-from`, or a soup, `seq2seq.soup`): the series
+    is the first run's, and the final point is what ships. Returns the new final entry."""
+    dirs = snapshot_dirs(ckpt_dir)
+    if not dirs or not snapshot_info(dirs[-1]).get("label", "").startswith("final"):
+        raise CheckpointError(f"{ckpt_dir}: no series ending in a final snapshot to replace")
+    if not label.startswith("final"):
+        raise CheckpointError(f"a final snapshot's label starts with 'final', got {label!r}")
+    old, before = Card.load(dirs[-1]), snapshot_info(dirs[-2]) if len(dirs) > 1 else {"step": -1}
+    if step <= before["step"]:
+        raise CheckpointError(f"step {step} is not after the snapshot before the final one ({before['step']})")
+    ck = load_checkpoint(ckpt_dir)
+    greedy = ck.card.split_metrics("val").get("by_decoding", {}).get("beam1")
+    if not greedy:
+        raise CheckpointError(f"{ckpt_dir}: the card has no greedy validation BLEU (evaluate --choose-decoding "
+                              f"with 1 among the decodings)")
+    base = {k: v for k, v in old.to_dict().items() if k not in (
+        "format_version", "arch", "config", "params", "weights_dtype", "files", "weights_sha256", "snapshot")}
+    base["name"] = old.name.rsplit("/snapshot", 1)[0]
+    shutil.rmtree(dirs[-1])
+    write_snapshot(ckpt_dir, ck.model, ck.src_vocab, ck.tgt_vocab, base, label=label, step=step, epoch=epoch,
+                   metric=old.snapshot["metric"], value=greedy["bleu"], val_loss=ck.card.split_metrics("val")["loss"])
+    return list_snapshots(ckpt_dir)[-1]
+
+
 def share_vocabulary(ckpt_dir) -> int:
     """Series written before snapshots shared their checkpoint's vocabulary: drop each
     snapshot's own vocab.json where it is byte for byte the checkpoint's, and record the
@@ -184,7 +212,15 @@ def main(argv=None) -> int:
     p.add_argument("--share-vocab", action="store_true",
                    help="drop each snapshot's own copy of the checkpoint's vocab.json (series written before "
                         "snapshots shared it)")
+    p.add_argument("--final", metavar="LABEL", help="rewrite the final snapshot from the checkpoint's own weights "
+                   "(a continuation or soup: the series is the first run's), with this label and --step, --epoch")
+    p.add_argument("--step", type=int, help="with --final: the training step of the shipped weights")
+    p.add_argument("--epoch", type=float, help="with --final: the epoch of the shipped weights")
     args = p.parse_args(argv)
+    if args.final:
+        if args.step is None or args.epoch is None:
+            p.error("--final needs --step and --epoch")
+        print(json.dumps(replace_final(args.checkpoint, args.final, args.step, args.epoch)), file=sys.stderr)
     if args.share_vocab:
         print(f"{share_vocabulary(args.checkpoint)} snapshots now share {Path(args.checkpoint) / VOCAB}",
               file=sys.stderr)

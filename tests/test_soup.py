@@ -31,7 +31,7 @@ def train(d, out, *options):
 @pytest.fixture(scope="module")
 def family(tmp_path_factory):
     """A parent, a continuation that did not move (lr 0), one that did, and an unrelated model."""
-    d, parent = train_on_toy_corpus(tmp_path_factory, "translate-bahdanau", *SIZES, "--epochs", "2")
+    d, parent = train_on_toy_corpus(tmp_path_factory, "translate-bahdanau", *SIZES, "--epochs", "2", "--snapshots")
     still = train(d, d / "still", "--arch", "bahdanau", "--init-from", str(parent), "--lr", "0", "--epochs", "1",
                   "--half", "--seed", "7")
     moved = train(d, d / "moved", "--arch", "bahdanau", "--init-from", str(parent), "--lr", "3e-3", "--epochs", "2",
@@ -95,6 +95,11 @@ def test_a_soup_is_the_average_of_its_ingredients(family):
         parent_card["provenance"]["wall_seconds"] + moved["provenance"]["wall_seconds"], abs=0.11)
     m = card["metrics"]
     assert set(m["val"]["by_decoding"]) == {"beam1", "beam3"} and m["val"]["chosen_on"] == "val bleu"
+    # the README's table says what the weights cost: both runs, and that they were averaged
+    from seq2seq.card import Card
+    from seq2seq.report import translation_table
+    row = translation_table([{"card": Card.load(out), "bytes": 1, "dir": out}]).splitlines()[2]
+    assert "min (2 epochs) + " in row and "min continued (" in row and "weights averaged" in row
     # the card's numbers and sample are these weights': evaluate reproduces them
     ev = run("-m", "seq2seq.evaluate", str(out), "--data-dir", str(d), "--cache", str(d / "cache.json.gz"),
              "--json")
@@ -110,3 +115,34 @@ def test_a_soup_refuses_models_without_a_common_start(family):
                "--cache", str(d / "cache.json.gz"), ok=False)
     assert "share no start" in proc.stderr and "Traceback" not in proc.stderr
     assert not (d / "bad").exists()
+
+
+def test_the_snapshot_series_ends_with_the_soups_weights(family):
+    """A soup keeps its first run's series; its final point becomes the shipped weights."""
+    import shutil
+
+    from seq2seq.checkpoint import load_checkpoint
+    from seq2seq.snapshots import list_snapshots, load_snapshot
+
+    d, parent, *_ = family
+    out = d / "soup-series"
+    run("-m", "seq2seq.soup", str(out), str(parent), str(d / "moved"), "--data-dir", str(d),
+        "--cache", str(d / "cache.json.gz"), "--decodings", "1")
+    shutil.copytree(parent / "snapshots", out / "snapshots")
+    before = list_snapshots(out)
+    proc = run("-m", "seq2seq.snapshots", str(out), "--final", "final (continued and averaged)",
+               "--step", str(before[-1]["step"] + 10), "--epoch", "4")
+    after = list_snapshots(out)
+    assert len(after) == len(before) and [s["label"] for s in after[:-1]] == [s["label"] for s in before[:-1]]
+    final = after[-1]
+    card = json.loads((out / "card.json").read_text())
+    assert final["label"] == "final (continued and averaged)" and final["step"] == before[-1]["step"] + 10
+    assert final["value"] == card["metrics"]["val"]["by_decoding"]["beam1"]["bleu"]
+    snap, soup, old = (m.state_dict() for m in (load_snapshot(out, final["index"]).model,
+                                                load_checkpoint(out).model, load_checkpoint(parent).model))
+    to_soup = sum(float((snap[k] - soup[k]).norm()) for k in soup)
+    to_parent = sum(float((snap[k] - old[k]).norm()) for k in soup)
+    assert to_soup < to_parent
+    # a final that would not come after the point before it is refused
+    bad = run("-m", "seq2seq.snapshots", str(out), "--final", "final", "--step", "0", "--epoch", "0", ok=False)
+    assert "not after" in bad.stderr and "Traceback" not in bad.stderr
