@@ -109,6 +109,34 @@ def soup_card(cks, name: str, metrics: dict) -> dict:
     return card
 
 
+def best_row(card) -> dict:
+    return max(card.history, key=lambda h: (h.get("val_bleu") or 0, -h.get("val_loss", 0))) if card.history else {}
+
+
+def end_series_with_soup(out, series_from, cks) -> dict:
+    """OUT's snapshots: the series of `series_from` (the first run's training), its final
+    point replaced by the soup, placed at the latest ingredient's best epoch (a continuation
+    counts its parent's steps and epochs before its own)."""
+    import shutil
+
+    from .snapshots import SNAPSHOT_DIR, replace_final
+
+    src, dst = Path(series_from) / SNAPSHOT_DIR, Path(out) / SNAPSHOT_DIR
+    if not src.is_dir():
+        raise Seq2SeqError(f"--series-from {series_from}: no snapshots there")
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst)
+    step, epoch = 0, 0.0
+    for ck in cks:
+        own, before = best_row(ck.card), ck.card.provenance.get("init_from", {})
+        parent = next((c for c in cks if c.card.weights_sha256 == before.get("weights_sha256")), None)
+        start = best_row(parent.card) if parent is not None else {}
+        end = (start.get("steps", 0) + own.get("steps", 0), start.get("epoch", 0) + own.get("epoch", 0))
+        step, epoch = max((step, epoch), end)
+    label = f"final (the average of {len(cks)} runs from one start, the latest at epoch {epoch:g})"
+    return replace_final(out, label, step, epoch)
+
+
 def main(argv=None) -> int:
     p = ArgumentParser(prog="python -m seq2seq.soup", description=__doc__.split("\n\n")[0])
     p.add_argument("out", help="checkpoint directory to write")
@@ -116,6 +144,9 @@ def main(argv=None) -> int:
     p.add_argument("--name", help="name in the card (default: OUT's folder name)")
     p.add_argument("--data-dir", default=DATA_DIR)
     p.add_argument("--cache", default=None, help="token cache (JSON.gz)")
+    p.add_argument("--series-from", metavar="CKPT",
+                   help="copy this checkpoint's snapshot series (the first ingredient's training) and end it with "
+                        "the soup's weights")
     p.add_argument("--decodings", type=decodings_arg, default=[Decoding()],
                    help="decodings to choose among on val BLEU (as evaluate --choose-decoding; default greedy)")
     args = p.parse_args(argv)
@@ -132,6 +163,8 @@ def main(argv=None) -> int:
     card = soup_card(cks, args.name or Path(args.out).name, metrics)
     save_checkpoint(args.out, model, cks[0].src_vocab, cks[0].tgt_vocab, card, half=half)
     update_card_metrics(load_checkpoint(args.out), {})      # the sample these weights write
+    if args.series_from:
+        end_series_with_soup(args.out, args.series_from, cks)
     val, test = metrics["val"], metrics["test2016"]
     print(f"wrote {args.out}: val BLEU {val['bleu']}, test 2016 BLEU {test['bleu']} (sacreBLEU {test['sacrebleu']}, "
           f"PPL {test['ppl']}), {Decoding.from_card(val['decoding']).label}")

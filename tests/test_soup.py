@@ -127,22 +127,30 @@ def test_the_snapshot_series_ends_with_the_soups_weights(family):
     d, parent, *_ = family
     out = d / "soup-series"
     run("-m", "seq2seq.soup", str(out), str(parent), str(d / "moved"), "--data-dir", str(d),
-        "--cache", str(d / "cache.json.gz"), "--decodings", "1")
-    shutil.copytree(parent / "snapshots", out / "snapshots")
-    before = list_snapshots(out)
-    proc = run("-m", "seq2seq.snapshots", str(out), "--final", "final (continued and averaged)",
-               "--step", str(before[-1]["step"] + 10), "--epoch", "4")
-    after = list_snapshots(out)
+        "--cache", str(d / "cache.json.gz"), "--decodings", "1", "--series-from", str(parent))
+    before, after = list_snapshots(parent), list_snapshots(out)
     assert len(after) == len(before) and [s["label"] for s in after[:-1]] == [s["label"] for s in before[:-1]]
     final = after[-1]
-    card = json.loads((out / "card.json").read_text())
-    assert final["label"] == "final (continued and averaged)" and final["step"] == before[-1]["step"] + 10
+    card, moved = (json.loads((p / "card.json").read_text()) for p in (out, d / "moved"))
+    parent_best = max(json.loads((parent / "card.json").read_text())["history"],
+                      key=lambda h: (h["val_bleu"], -h["val_loss"]))
+    moved_best = max(moved["history"], key=lambda h: (h["val_bleu"], -h["val_loss"]))
+    # placed where the continuation's best epoch is, counting its parent's epochs before it
+    assert final["step"] == parent_best["steps"] + moved_best["steps"]
+    assert final["epoch"] == parent_best["epoch"] + moved_best["epoch"]
+    assert final["label"].startswith("final (the average of 2 runs")
     assert final["value"] == card["metrics"]["val"]["by_decoding"]["beam1"]["bleu"]
     snap, soup, old = (m.state_dict() for m in (load_snapshot(out, final["index"]).model,
                                                 load_checkpoint(out).model, load_checkpoint(parent).model))
     to_soup = sum(float((snap[k] - soup[k]).norm()) for k in soup)
     to_parent = sum(float((snap[k] - old[k]).norm()) for k in soup)
     assert to_soup < to_parent
+    # the command that does the same by hand, for a series copied some other way
+    shutil.rmtree(out / "snapshots")
+    shutil.copytree(parent / "snapshots", out / "snapshots")
+    run("-m", "seq2seq.snapshots", str(out), "--final", "final (continued and averaged)",
+        "--step", str(before[-1]["step"] + 10), "--epoch", "4")
+    assert list_snapshots(out)[-1]["label"] == "final (continued and averaged)"
     # a final that would not come after the point before it is refused
     bad = run("-m", "seq2seq.snapshots", str(out), "--final", "final", "--step", "0", "--epoch", "0", ok=False)
     assert "not after" in bad.stderr and "Traceback" not in bad.stderr
