@@ -21,7 +21,7 @@ tr="--task translate --data-dir $DATA --cache $CACHE --emb 128 --hidden 256 --at
 rev="--task reverse --min-len 1 --max-len 40 --train-size 40000 --lr 3e-3 --device cpu"
 train() { local name=$1; shift; $PY -m seq2seq.train --out "runs/out/$name" --state-dir "runs/$name" "$@" \
   ${RESUME:+--resume} >> "runs/logs/$name.log" 2>&1; }
-finish() { local name=$1; rm -rf "checkpoints/$name.new" && cp -r "runs/out/$name" "checkpoints/$name.new" \
+finish() { local name=$1 from=${2:-runs/out/$1}; rm -rf "checkpoints/$name.new" && cp -r "$from" "checkpoints/$name.new" \
   && $PY -m seq2seq.snapshots "checkpoints/$name.new" --share-vocab --max-mib 15 \
   && rm -rf "checkpoints/$name" && mv "checkpoints/$name.new" "checkpoints/$name"; }
 
@@ -39,6 +39,21 @@ translate_attention() { local arch=$1; shift
       --choose-decoding "$DECODINGS" --update-card
   fi
   $PY -m seq2seq.corpus "checkpoints/translate-$arch" --cache "$CACHE" --data-dir "$DATA" --split test2016; }
+# stage 3 of an attention model: a continuation with its own seed (train --init-from: the model's sizes and
+# vocabularies, lr 5e-4 halved after every epoch without improvement, patience 3), averaged with the model
+# (seq2seq.soup, the decoding chosen on val among $DECODINGS, the model's snapshot series ending with the soup);
+# shipped only when the soup's val BLEU beats the model's
+continue_and_average() { local arch=$1 seed=$2; shift 2; local name="translate-$arch" ft="translate-$arch-ft$seed"
+  train "$ft" --task translate --data-dir "$DATA" --cache "$CACHE" --device cpu --half --dropout 0.3 \
+    --label-smoothing 0.1 --tie-embeddings --arch "$arch" --init-from "checkpoints/$name" --seed "$seed" \
+    --lr 5e-4 --lr-decay 0.5 --epochs 12 --patience 3 --eval-beam 1 "$@"
+  $PY -m seq2seq.soup "runs/out/$name-soup" "checkpoints/$name" "runs/out/$ft" --name "$name" \
+    --series-from "checkpoints/$name" --cache "$CACHE" --data-dir "$DATA" --decodings "$DECODINGS" || return 1
+  if $PY -c 'import json, sys; v = [json.load(open(p + "/card.json"))["metrics"]["val"]["bleu"] for p in sys.argv[1:]]
+sys.exit(v[1] <= v[0])' "checkpoints/$name" "runs/out/$name-soup"; then
+    finish "$name" "runs/out/$name-soup"
+    $PY -m seq2seq.corpus "checkpoints/$name" --cache "$CACHE" --data-dir "$DATA" --split test2016
+  fi; }
 translate_plain() { local arch=$1; shift
   train "translate-$arch" $tr --arch "$arch" "$@" --epochs 40 --patience 4 --lr-decay 0.5 --snapshots
   finish "translate-$arch"; }

@@ -52,6 +52,14 @@ def test_models_frame_has_one_row_per_readable_card_with_its_numbers():
     assert df["params"].dtype.kind == "i" and df["BLEU (tutorial form)"].dtype.kind == "f"   # sortable numbers
 
 
+def test_training_time_counts_every_run_behind_the_weights():
+    """A continuation or a soup records the whole cost (wall_seconds_total), not its last run's."""
+    card = {**TRANSLATE_CARD, "provenance": {**TRANSLATE_CARD["provenance"], "wall_seconds": 600.0,
+                                             "wall_seconds_total": 6000.0}}
+    df = models_frame([{"name": "translate-bahdanau", "path": "/x", "card": card, "error": None}])
+    assert df.iloc[0]["training time (min)"] == pytest.approx(100.0)
+
+
 def test_models_frame_of_nothing_is_an_empty_table_with_the_columns():
     df = models_frame([])
     assert df.empty and list(df.columns) == list(MODEL_COLUMNS)
