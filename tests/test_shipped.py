@@ -68,3 +68,24 @@ def test_shipped_sweep_files_follow_their_schema_and_their_weights_load():
             if run.get("checkpoint"):
                 ck = load_checkpoint(path.parent / run["checkpoint"])
                 assert ck.card["name"] == run["name"]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[str(p.relative_to(CK)) for p in SHIPPED])
+def test_a_shipped_soup_or_continuation_accounts_for_every_run(path):
+    """A soup names ingredients that share a start, and its training time counts each run once."""
+    from seq2seq.checkpoint import read_card
+    from seq2seq.soup import ancestry
+
+    card = read_card(path)
+    soup, prov = card.extra.get("soup"), card.provenance
+    if not soup and "init_from" not in prov:
+        assert "wall_seconds_total" not in prov
+        return
+    assert prov["wall_seconds_total"] > prov["wall_seconds"]
+    if soup:
+        first, *others = soup["ingredients"]
+        assert others and all(i["init_from"] == first["name"] for i in others)
+        assert prov["wall_seconds_total"] == pytest.approx(sum(i["wall_seconds"] for i in soup["ingredients"]),
+                                                           abs=0.1 * len(soup["ingredients"]))
+    else:
+        assert prov["init_from"]["weights_sha256"] in ancestry(card)
