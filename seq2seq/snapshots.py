@@ -179,6 +179,30 @@ def replace_final(ckpt_dir, label: str, step: int, epoch: float) -> dict:
     return list_snapshots(ckpt_dir)[-1]
 
 
+def best_row(history: list[dict]) -> dict:
+    """The epoch a run kept (its best validation metric; ties: the lower loss)."""
+    key = next((k for k in ("val_bleu", "val_exact_match") if history and k in history[0]), None)
+    return max(history, key=lambda h: (h.get(key) or 0, -h.get("val_loss", 0))) if key else {}
+
+
+def continue_series(ckpt_dir, parent_dir) -> dict:
+    """A continuation (`train --init-from PARENT`) takes its parent's snapshot series and
+    ends it with its own weights, at the parent's best step and epoch plus its own."""
+    ck_card, parent_card = Card.load(ckpt_dir), Card.load(parent_dir)
+    start = ck_card.provenance.get("init_from") or {}
+    if start.get("weights_sha256") != parent_card.weights_sha256:
+        raise CheckpointError(f"{ckpt_dir} did not continue {parent_dir} (its card's init_from names other weights)")
+    src, dst = snapshot_root(parent_dir), snapshot_root(ckpt_dir)
+    if not src.is_dir():
+        raise CheckpointError(f"{parent_dir}: no snapshots to continue")
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst)
+    before, own = best_row(parent_card.history), best_row(ck_card.history)
+    return replace_final(ckpt_dir, f"final (continued from epoch {before.get('epoch')}: best epoch "
+                                    f"{own.get('epoch')} of the continuation)",
+                         before.get("steps", 0) + own.get("steps", 0), before.get("epoch", 0) + own.get("epoch", 0))
+
+
 def share_vocabulary(ckpt_dir) -> int:
     """Series written before snapshots shared their checkpoint's vocabulary: drop each
     snapshot's own vocab.json where it is byte for byte the checkpoint's, and record the
@@ -214,9 +238,13 @@ def main(argv=None) -> int:
                         "snapshots shared it)")
     p.add_argument("--final", metavar="LABEL", help="rewrite the final snapshot from the checkpoint's own weights "
                    "(a continuation or soup: the series is the first run's), with this label and --step, --epoch")
+    p.add_argument("--continue-series", metavar="PARENT",
+                   help="a continuation (train --init-from PARENT): copy PARENT's series, ending it with these weights")
     p.add_argument("--step", type=int, help="with --final: the training step of the shipped weights")
     p.add_argument("--epoch", type=float, help="with --final: the epoch of the shipped weights")
     args = p.parse_args(argv)
+    if args.continue_series:
+        print(json.dumps(continue_series(args.checkpoint, args.continue_series)), file=sys.stderr)
     if args.final:
         if args.step is None or args.epoch is None:
             p.error("--final needs --step and --epoch")

@@ -109,17 +109,13 @@ def soup_card(cks, name: str, metrics: dict) -> dict:
     return card
 
 
-def best_row(card) -> dict:
-    return max(card.history, key=lambda h: (h.get("val_bleu") or 0, -h.get("val_loss", 0))) if card.history else {}
-
-
 def end_series_with_soup(out, series_from, cks) -> dict:
     """OUT's snapshots: the series of `series_from` (the first run's training), its final
     point replaced by the soup, placed at the latest ingredient's best epoch (a continuation
     counts its parent's steps and epochs before its own)."""
     import shutil
 
-    from .snapshots import SNAPSHOT_DIR, replace_final
+    from .snapshots import SNAPSHOT_DIR, best_row, replace_final
 
     src, dst = Path(series_from) / SNAPSHOT_DIR, Path(out) / SNAPSHOT_DIR
     if not src.is_dir():
@@ -128,9 +124,9 @@ def end_series_with_soup(out, series_from, cks) -> dict:
     shutil.copytree(src, dst)
     step, epoch = 0, 0.0
     for ck in cks:
-        own, before = best_row(ck.card), ck.card.provenance.get("init_from", {})
+        own, before = best_row(ck.card.history), ck.card.provenance.get("init_from", {})
         parent = next((c for c in cks if c.card.weights_sha256 == before.get("weights_sha256")), None)
-        start = best_row(parent.card) if parent is not None else {}
+        start = best_row(parent.card.history) if parent is not None else {}
         end = (start.get("steps", 0) + own.get("steps", 0), start.get("epoch", 0) + own.get("epoch", 0))
         step, epoch = max((step, epoch), end)
     label = f"final (the average of {len(cks)} runs from one start, the latest at epoch {epoch:g})"

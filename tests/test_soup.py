@@ -154,3 +154,27 @@ def test_the_snapshot_series_ends_with_the_soups_weights(family):
     # a final that would not come after the point before it is refused
     bad = run("-m", "seq2seq.snapshots", str(out), "--final", "final", "--step", "0", "--epoch", "0", ok=False)
     assert "not after" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_continuation_continues_its_parents_series(family):
+    """snapshots --continue-series: the parent's points, then the continuation's weights after them."""
+    import shutil
+
+    from seq2seq.snapshots import list_snapshots
+
+    d, parent, *_ = family
+    cont = d / "moved-series"
+    shutil.copytree(d / "moved", cont)
+    run("-m", "seq2seq.snapshots", str(cont), "--continue-series", str(parent))
+    before, after = list_snapshots(parent), list_snapshots(cont)
+    moved = json.loads((cont / "card.json").read_text())
+    parent_best = max(json.loads((parent / "card.json").read_text())["history"],
+                      key=lambda h: (h["val_bleu"], -h["val_loss"]))
+    own_best = max(moved["history"], key=lambda h: (h["val_bleu"], -h["val_loss"]))
+    assert [s["label"] for s in after[:-1]] == [s["label"] for s in before[:-1]]
+    assert after[-1]["step"] == parent_best["steps"] + own_best["steps"]
+    assert after[-1]["label"] == (f"final (continued from epoch {parent_best['epoch']}: best epoch "
+                                  f"{own_best['epoch']} of the continuation)")
+    # only from the checkpoint it continued
+    bad = run("-m", "seq2seq.snapshots", str(cont), "--continue-series", str(d / "other"), ok=False)
+    assert "did not continue" in bad.stderr
