@@ -77,8 +77,12 @@ case "${1:-all}" in
   # 352 within 4.1M parameters, the most whose six int4 snapshots fit 15 MiB), bf16 matmuls where the CPU
   # has them, weights averaged (EMA 0.999); 30 epochs, 98 min on one EPYC thread shared with 1-2 other
   # runs; decoding chosen on val
+  # stage 3: a continuation, seed 11 (10 epochs, 39 min on one thread of the AVX2-only EPYC beside a second run,
+  # float32 there), averaged with the model: the soup beat the model on val BLEU (a second continuation, seed 12
+  # at --lr 2e-4, and the three-way soup were tried too and lost on val)
   translate-bahdanau) DECODINGS=$BPE_DECODINGS translate_attention bahdanau --hidden 352 --cpu-bf16 \
-      --ema 0.999 --src-bpe 4000 ;;
+      --ema 0.999 --src-bpe 4000
+    DECODINGS=$BPE_DECODINGS continue_and_average bahdanau 11 --cpu-bf16 --ema 0.999 --src-bpe 4000 ;;
   # the same recipe as translate-bahdanau, stage 2 with patience 4: 43 epochs, 119 min on one EPYC thread
   # shared with 1-2 other runs
   # stage 3: a continuation, seed 11 (13 epochs, 42 min on one thread of the AVX2-only EPYC beside a second run,
@@ -99,8 +103,10 @@ case "${1:-all}" in
       --jobs "${JOBS:-1}" --threads "${THREADS:-2}" ${RESUME:+--resume} >> runs/logs/sweep-translate.log 2>&1 ;;
   all)
     (DECODINGS=$BPE_DECODINGS translate_attention bahdanau --hidden 352 --cpu-bf16 --ema 0.999 \
+      --src-bpe 4000; DECODINGS=$BPE_DECODINGS continue_and_average bahdanau 11 --cpu-bf16 --ema 0.999 \
       --src-bpe 4000; translate_plain gru) &
     (DECODINGS=$BPE_DECODINGS translate_attention luong --hidden 320 --cpu-bf16 --ema 0.999 --src-bpe 8000
+      DECODINGS=$BPE_DECODINGS continue_and_average luong 11 --cpu-bf16 --ema 0.999 --src-bpe 8000
       translate_plain lstm --layers 2) &
     wait
     (reverse_model bahdanau --epochs 9 --patience 5 --snapshots; reverse_model gru --layers 2) &
