@@ -40,6 +40,11 @@ def _fmt_params(n) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.0f}k"
 
 
+def _bleu(value) -> str:
+    """Two decimals, as the cards record them (40.20 must not read as 40.2, nor 39.95 as 40.0)."""
+    return f"{value:.2f}" if isinstance(value, (int, float)) else "-"
+
+
 def _fmt_size(n) -> str:
     return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
 
@@ -101,8 +106,8 @@ def translation_table(items) -> str:
         m = c.split_metrics("test2016")
         dec_s = Decoding.from_card(m.get("decoding")).label
         source = source_units(c.tokenizers.get("src"), c.train_config)
-        lines.append(f"| `{c.name}` | {_fmt_params(c.params)} | {_fmt_size(it['bytes'])} | {source} | {m.get('bleu', '-')} | "
-                     f"{m.get('sacrebleu', '-')} | {m.get('ppl', '-')} | {dec_s} | {_device(c)} | {_training(c)} | "
+        lines.append(f"| `{c.name}` | {_fmt_params(c.params)} | {_fmt_size(it['bytes'])} | {source} | {_bleu(m.get('bleu'))} | "
+                     f"{_bleu(m.get('sacrebleu'))} | {m.get('ppl', '-')} | {dec_s} | {_device(c)} | {_training(c)} | "
                      f"{c.stopped or '-'} |")
     for ref in TUTORIAL_REFERENCE:
         lines.append(f"| {ref['name']} (reference) | {_fmt_params(ref['params'])} | - | - | {ref['bleu']} | - | "

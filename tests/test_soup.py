@@ -100,6 +100,7 @@ def test_a_soup_is_the_average_of_its_ingredients(family):
     from seq2seq.report import translation_table
     row = translation_table([{"card": Card.load(out), "bytes": 1, "dir": out}]).splitlines()[2]
     assert "min (2 epochs) + " in row and "min continued (" in row and "weights averaged" in row
+    assert f"| {card['metrics']['test2016']['bleu']:.2f} |" in row        # two decimals, as the card records
     # the card's numbers and sample are these weights': evaluate reproduces them
     ev = run("-m", "seq2seq.evaluate", str(out), "--data-dir", str(d), "--cache", str(d / "cache.json.gz"),
              "--json")
