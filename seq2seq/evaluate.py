@@ -130,9 +130,12 @@ def split_loss(model: Seq2Seq, sources: list[list[int]], tgt_vocab: Vocab, tgt_t
 
 def evaluate_translation(model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab, src_tok: list[list[str]],
                          tgt_tok: list[list[str]], ref_raw: list[str], device, decoding: Decoding = Decoding(),
-                         batch_size: int = 128, loss: float | None = None) -> dict:
-    """loss: the split's teacher-forced loss (split_loss) where the caller has it already."""
-    sources = encode_sources(model, src_vocab, src_tok)
+                         batch_size: int = 128, loss: float | None = None,
+                         sources: list[list[int]] | None = None) -> dict:
+    """loss and sources: the split's teacher-forced loss (split_loss) and encoded sources
+    (encode_sources), where the caller has them already (several decodings of one split)."""
+    if sources is None:
+        sources = encode_sources(model, src_vocab, src_tok)
     if loss is None:
         loss = split_loss(model, sources, tgt_vocab, tgt_tok, device)
     t0 = time.perf_counter()
@@ -155,9 +158,10 @@ def choose_decoding(model: Seq2Seq, src_vocab: Vocab, tgt_vocab: Vocab, splits: 
     metrics = {}
     for split in ("val", "test2016"):
         t = splits[split]
-        loss = split_loss(model, encode_sources(model, src_vocab, t["de"]), tgt_vocab, t["en"], device)
+        sources = encode_sources(model, src_vocab, t["de"])
+        loss = split_loss(model, sources, tgt_vocab, t["en"], device)
         metrics[split] = {d: evaluate_translation(model, src_vocab, tgt_vocab, t["de"], t["en"], t["en_raw"],
-                                                  device, d, loss=loss)
+                                                  device, d, loss=loss, sources=sources)
                           for d in dict.fromkeys(decodings)}
     chosen = max(metrics["val"], key=lambda d: metrics["val"][d]["bleu"])
     return {split: {**runs[chosen], "chosen_on": "val bleu",

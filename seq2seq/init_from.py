@@ -14,6 +14,7 @@ import torch
 from .checkpoint import load_checkpoint, read_card, vocab_file_bytes
 from .config import ModelConfig
 from .errors import Seq2SeqError
+from .snapshots import best_row
 
 ARCH_FIELDS = ("arch", "emb_dim", "hidden_dim", "n_layers", "attn_dim", "tie_embeddings",
                "src_vocab_size", "tgt_vocab_size")      # what must match for the weights to fit
@@ -30,26 +31,45 @@ def model_config_from(path: str | Path, dropout: float | None = None) -> ModelCo
 
 
 def parent_summary(card, best_epoch: int | None = None) -> dict:
-    """What a continuation's card records of the checkpoint it started from."""
+    """What a continuation's card records of the checkpoint it started from (with, nested,
+    what that one continued from)."""
     prov = card.provenance
     out = {"name": card.name, "weights_sha256": card.weights_sha256,
            **{k: prov[k] for k in PARENT_PROVENANCE if k in prov}}
     if best_epoch is not None:
         out["best_epoch"] = best_epoch
-    if "init_from" in prov:                     # a chain of continuations: the whole cost counts
+    if "init_from" in prov:
         out["init_from"] = prov["init_from"]
-    out["wall_seconds_total"] = round(prov.get("wall_seconds", 0.0)
-                                      + prov.get("init_from", {}).get("wall_seconds_total", 0.0), 1)
     return out
 
 
+def chain(entry: dict | None) -> list[dict]:
+    """An `init_from` record and the ones nested in it: the runs before a continuation, latest first."""
+    out = []
+    while entry:
+        out.append(entry)
+        entry = entry.get("init_from")
+    return out
+
+
+def lineage(card) -> list[dict]:
+    """The training runs behind a checkpoint's weights, latest first: its own provenance (with
+    its weights_sha256), then each run it continued from, as its card records them."""
+    return [dict(card.provenance, weights_sha256=card.weights_sha256), *chain(card.provenance.get("init_from"))]
+
+
+def model_differences(theirs: ModelConfig, ours: ModelConfig) -> list[str]:
+    """The fields that keep one model's weights from fitting the other, as "field theirs (ours)"."""
+    a, b = theirs.to_dict(), ours.to_dict()
+    return [f"{k} {a.get(k)} (this run's {b.get(k)})" for k in ARCH_FIELDS if a.get(k) != b.get(k)]
+
+
 def load_initial_weights(model: torch.nn.Module, model_cfg: ModelConfig, src_vocab, tgt_vocab,
-                         path: str | Path, metric: str) -> dict:
+                         path: str | Path) -> dict:
     """Copy a verified checkpoint's weights into `model`; returns the parent's summary.
     Refuses a parent whose architecture, sizes or vocabularies differ from this run's."""
     parent = load_checkpoint(path)
-    theirs, ours = parent.card.model_config.to_dict(), model_cfg.to_dict()
-    differ = [f"{k} {theirs.get(k)} (this run's {ours.get(k)})" for k in ARCH_FIELDS if theirs.get(k) != ours.get(k)]
+    differ = model_differences(parent.card.model_config, model_cfg)
     if differ:
         raise Seq2SeqError(f"--init-from {path}: the checkpoint's model differs from this run's: {', '.join(differ)} "
                            f"(other vocabulary settings or data?)")
@@ -58,6 +78,4 @@ def load_initial_weights(model: torch.nn.Module, model_cfg: ModelConfig, src_voc
                            f"(other --min-freq, --src-bpe or data?)")
     with torch.no_grad():
         model.load_state_dict(parent.model.state_dict())
-    history = parent.card.history or []
-    best = max(history, key=lambda h: (h.get(metric) or 0, -h.get("val_loss", 0))) if history else {}
-    return parent_summary(parent.card, best.get("epoch"))
+    return parent_summary(parent.card, best_row(parent.card.history).get("epoch"))

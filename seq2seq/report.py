@@ -20,6 +20,7 @@ from .card import Card
 from .checkpoint import list_checkpoints, read_card
 from .config import Decoding
 from .errors import CheckpointError, Seq2SeqError
+from .init_from import lineage
 from .subword import source_units
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -54,14 +55,8 @@ def training_runs(card: Card) -> list[dict]:
     the parent's and its own for a continuation (`train --init-from`); each ingredient's
     for a soup (`seq2seq.soup`, whose ingredients record what they continued from)."""
     soup = card.extra.get("soup")
-    if soup:
-        return [dict(i, continued=bool(i.get("init_from"))) for i in soup["ingredients"]]
-    runs, parent = [dict(card.provenance, continued=bool(card.provenance.get("init_from")))], \
-        card.provenance.get("init_from")
-    while parent:
-        runs.insert(0, dict(parent, continued=bool(parent.get("init_from"))))
-        parent = parent.get("init_from")
-    return runs
+    runs = soup["ingredients"] if soup else lineage(card)[::-1]
+    return [dict(run, continued=bool(run.get("init_from"))) for run in runs]
 
 
 def _where(p: dict) -> str:

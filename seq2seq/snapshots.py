@@ -185,6 +185,24 @@ def best_row(history: list[dict]) -> dict:
     return max(history, key=lambda h: (h.get(key) or 0, -h.get("val_loss", 0))) if key else {}
 
 
+def continued_position(parent_history: list[dict], own_history: list[dict]) -> tuple[int, float]:
+    """(step, epoch) of a continuation's kept weights in the whole training: the parent's
+    best epoch, then the continuation's own."""
+    before, own = best_row(parent_history), best_row(own_history)
+    return before.get("steps", 0) + own.get("steps", 0), before.get("epoch", 0) + own.get("epoch", 0)
+
+
+def end_series(ckpt_dir, series_from, label: str, step: int, epoch: float) -> dict:
+    """Copy `series_from`'s snapshot series into `ckpt_dir` and end it with ckpt_dir's own
+    weights (replace_final): a model whose shipped weights came after the run that took it."""
+    src, dst = snapshot_root(series_from), snapshot_root(ckpt_dir)
+    if not src.is_dir():
+        raise CheckpointError(f"{series_from}: no snapshots to continue")
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst)
+    return replace_final(ckpt_dir, label, step, epoch)
+
+
 def continue_series(ckpt_dir, parent_dir) -> dict:
     """A continuation (`train --init-from PARENT`) takes its parent's snapshot series and
     ends it with its own weights, at the parent's best step and epoch plus its own."""
@@ -192,15 +210,10 @@ def continue_series(ckpt_dir, parent_dir) -> dict:
     start = ck_card.provenance.get("init_from") or {}
     if start.get("weights_sha256") != parent_card.weights_sha256:
         raise CheckpointError(f"{ckpt_dir} did not continue {parent_dir} (its card's init_from names other weights)")
-    src, dst = snapshot_root(parent_dir), snapshot_root(ckpt_dir)
-    if not src.is_dir():
-        raise CheckpointError(f"{parent_dir}: no snapshots to continue")
-    shutil.rmtree(dst, ignore_errors=True)
-    shutil.copytree(src, dst)
-    before, own = best_row(parent_card.history), best_row(ck_card.history)
-    return replace_final(ckpt_dir, f"final (continued from epoch {before.get('epoch')}: best epoch "
-                                    f"{own.get('epoch')} of the continuation)",
-                         before.get("steps", 0) + own.get("steps", 0), before.get("epoch", 0) + own.get("epoch", 0))
+    step, epoch = continued_position(parent_card.history, ck_card.history)
+    started, own = best_row(parent_card.history).get("epoch"), best_row(ck_card.history).get("epoch")
+    return end_series(ckpt_dir, parent_dir, f"final (continued from epoch {started}: best epoch {own} of the "
+                      f"continuation)", step, epoch)
 
 
 def share_vocabulary(ckpt_dir) -> int:

@@ -26,7 +26,7 @@ from .config import Decoding
 from .data import tokenized_multi30k
 from .errors import Seq2SeqError
 from .evaluate import choose_decoding, decodings_arg, update_card_metrics
-from .init_from import ARCH_FIELDS
+from .init_from import lineage, model_differences
 from .presets import DATA_DIR
 
 INGREDIENT_PROVENANCE = ("trained_at", "wall_seconds", "epochs_run", "stopped", "seed", "cpu_model", "cpu_threads",
@@ -35,21 +35,7 @@ INGREDIENT_PROVENANCE = ("trained_at", "wall_seconds", "epochs_run", "stopped", 
 
 def ancestry(card) -> list[str]:
     """The weights sha256 of a checkpoint and of every checkpoint it continued from."""
-    shas, parent = [card.weights_sha256], card.provenance.get("init_from")
-    while parent:
-        shas.append(parent["weights_sha256"])
-        parent = parent.get("init_from")
-    return shas
-
-
-def own_runs(card) -> dict[str, float]:
-    """weights sha256 -> wall seconds of that training run alone, for a checkpoint and its ancestors."""
-    runs, prov = {card.weights_sha256: card.provenance.get("wall_seconds", 0.0)}, card.provenance
-    parent = prov.get("init_from")
-    while parent:
-        runs[parent["weights_sha256"]] = parent.get("wall_seconds", 0.0)
-        parent = parent.get("init_from")
-    return runs
+    return [run["weights_sha256"] for run in lineage(card)]
 
 
 def check_ingredients(cks) -> None:
@@ -60,8 +46,7 @@ def check_ingredients(cks) -> None:
     if any(ck.task != "translate" for ck in cks):
         raise Seq2SeqError("soups are made of translation checkpoints")
     for ck in cks[1:]:
-        a, b = first.card.model_config.to_dict(), ck.card.model_config.to_dict()
-        differ = [k for k in ARCH_FIELDS if a.get(k) != b.get(k)]
+        differ = model_differences(ck.card.model_config, first.card.model_config)
         if differ:
             raise Seq2SeqError(f"{ck.path}: its model differs from {first.path}'s in {', '.join(differ)}")
         if vocab_file_bytes(ck.src_vocab, ck.tgt_vocab) != vocab_file_bytes(first.src_vocab, first.tgt_vocab):
@@ -90,9 +75,8 @@ def ingredient_entry(card) -> dict:
 
 def soup_card(cks, name: str, metrics: dict) -> dict:
     base = cks[0].card
-    runs: dict[str, float] = {}
-    for ck in cks:
-        runs.update(own_runs(ck.card))
+    # each training run once, though several ingredients' records name it (their common start)
+    runs = {run["weights_sha256"]: run.get("wall_seconds", 0.0) for ck in cks for run in lineage(ck.card)}
     card = base.to_dict()
     for k in ("format_version", "arch", "config", "params", "weights_dtype", "files", "weights_sha256"):
         card.pop(k, None)          # save_checkpoint fills these in for the new weights
@@ -113,24 +97,15 @@ def end_series_with_soup(out, series_from, cks) -> dict:
     """OUT's snapshots: the series of `series_from` (the first run's training), its final
     point replaced by the soup, placed at the latest ingredient's best epoch (a continuation
     counts its parent's steps and epochs before its own)."""
-    import shutil
+    from .snapshots import continued_position, end_series
 
-    from .snapshots import SNAPSHOT_DIR, best_row, replace_final
-
-    src, dst = Path(series_from) / SNAPSHOT_DIR, Path(out) / SNAPSHOT_DIR
-    if not src.is_dir():
-        raise Seq2SeqError(f"--series-from {series_from}: no snapshots there")
-    shutil.rmtree(dst, ignore_errors=True)
-    shutil.copytree(src, dst)
     step, epoch = 0, 0.0
     for ck in cks:
-        own, before = best_row(ck.card.history), ck.card.provenance.get("init_from", {})
-        parent = next((c for c in cks if c.card.weights_sha256 == before.get("weights_sha256")), None)
-        start = best_row(parent.card.history) if parent is not None else {}
-        end = (start.get("steps", 0) + own.get("steps", 0), start.get("epoch", 0) + own.get("epoch", 0))
-        step, epoch = max((step, epoch), end)
-    label = f"final (the average of {len(cks)} runs from one start, the latest at epoch {epoch:g})"
-    return replace_final(out, label, step, epoch)
+        start = (ck.card.provenance.get("init_from") or {}).get("weights_sha256")
+        parent = next((c for c in cks if c.card.weights_sha256 == start), None)
+        step, epoch = max((step, epoch), continued_position(parent.card.history if parent else [], ck.card.history))
+    return end_series(out, series_from, f"final (the average of {len(cks)} runs from one start, the latest at "
+                                        f"epoch {epoch:g})", step, epoch)
 
 
 def main(argv=None) -> int:

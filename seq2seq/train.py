@@ -118,10 +118,12 @@ def build_parser() -> ArgumentParser:
     return p
 
 
+SIZE_OPTIONS = (("emb", "emb_dim"), ("hidden", "hidden_dim"), ("layers", "n_layers"), ("attn_dim", "attn_dim"))
+
+
 def configs_from_args(args) -> tuple[ModelConfig, TrainConfig]:
     preset = dict(MODEL_SIZES[args.task], n_layers=default_layers(args.arch))
-    for opt, key in (("emb", "emb_dim"), ("hidden", "hidden_dim"), ("layers", "n_layers"),
-                     ("dropout", "dropout"), ("attn_dim", "attn_dim")):
+    for opt, key in (*SIZE_OPTIONS, ("dropout", "dropout")):
         if getattr(args, opt) is not None:
             preset[key] = getattr(args, opt)
     model_cfg = ModelConfig(arch=args.arch, tie_embeddings=args.tie_embeddings, **preset)
@@ -144,8 +146,7 @@ def configs_from_args(args) -> tuple[ModelConfig, TrainConfig]:
                       ema_decay=args.ema, init_from=args.init_from, teacher_forcing=tf)
     if args.init_from:          # a continuation keeps its parent's sizes
         parent_cfg = model_config_from(args.init_from, args.dropout)
-        given = {key: getattr(model_cfg, key) for opt, key in (("emb", "emb_dim"), ("hidden", "hidden_dim"),
-                 ("layers", "n_layers"), ("attn_dim", "attn_dim")) if getattr(args, opt) is not None}
+        given = {key: getattr(model_cfg, key) for opt, key in SIZE_OPTIONS if getattr(args, opt) is not None}
         differ = [f"{k} {v} (the checkpoint's {getattr(parent_cfg, k)})" for k, v in
                   {"arch": args.arch, **given}.items() if getattr(parent_cfg, k) != v]
         if differ:

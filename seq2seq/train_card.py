@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import device_provenance, git_commit
+from .init_from import chain
 from .config import Decoding, ModelConfig, TrainConfig
 from .evaluate import choose_decoding, evaluate_reversal, mean_over
 from .presets import EVAL_SEED
@@ -113,7 +114,8 @@ def make_card(model, model_cfg: ModelConfig, cfg: TrainConfig, data: TaskData, d
                           if world_size > 1 else {}),
                        # a continuation (--init-from): where it started, and the cost of the whole model
                        **({"init_from": parent,
-                           "wall_seconds_total": round(wall + parent.get("wall_seconds_total", 0.0), 1)}
+                           "wall_seconds_total": round(wall + sum(r.get("wall_seconds", 0.0) for r in chain(parent)),
+                                                       1)}
                           if parent else {})},
     }
 

@@ -27,7 +27,7 @@ from .evaluate import bleu_scores, decode_corpus, ppl, teacher_forced_loss
 from .models import Seq2Seq, TrainingLoss, build_model
 from .models.output import cpu_has_native_bf16
 from .schedules import teacher_forcing_ratio
-from .snapshots import SNAPSHOT_EPOCHS, first_snapshot_batch, prune_snapshots
+from .snapshots import SNAPSHOT_EPOCHS, best_row, first_snapshot_batch, prune_snapshots
 from .streams import TrainingStreams, training_streams
 from .task_data import TaskData
 from .train_card import make_card, snapshot_base_card
@@ -307,14 +307,12 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, out_dir: str | None, data: T
     model = build_model(model_cfg).to(device)
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
     state_path = Path(state_dir) if state_dir else None
-    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
-    run = restore_run(state_path, model, optimizer, cfg, device, average) if resume else RunState()
-    if cfg.init_from and not resume:
+    parent = None
+    if cfg.init_from and not resume:    # before the average is made: it starts from the parent's weights
         from .init_from import load_initial_weights
-        run.parent = load_initial_weights(model, model_cfg, data.src_vocab, data.tgt_vocab, cfg.init_from,
-                                          metric_key(cfg.task))
-        if average is not None:         # the average starts from the parent's weights, not the random ones
-            average = WeightAverage(model, cfg.ema_decay)
+        parent = load_initial_weights(model, model_cfg, data.src_vocab, data.tgt_vocab, cfg.init_from)
+    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
+    run = restore_run(state_path, model, optimizer, cfg, device, average) if resume else RunState(parent=parent)
     net = TrainingLoss(model)
     if ddp.enabled:
         from torch.nn.parallel import DistributedDataParallel
@@ -385,8 +383,7 @@ def finish(model, model_cfg: ModelConfig, cfg: TrainConfig, data: TaskData, devi
     card = make_card(model, model_cfg, cfg, data, device, run.history, wall, name, run.stopped, final_eval,
                      world_size=ddp.world_size, backend=ddp.backend, parent=run.parent)
     if snaps is not None:
-        key = metric_key(cfg.task)
-        best = max(run.history, key=lambda h: (h[key], -h["val_loss"])) if run.history else {}
+        best = best_row(run.history)
         snaps.take(f"final (best epoch {best.get('epoch')})", best.get("steps", run.step), best.get("epoch") or 0,
                    best, wall)
         prune_snapshots(out_dir, max_bytes=None)       # in step order: none after the final (best) one
