@@ -46,6 +46,17 @@ SPLIT = "test2016"                          # the test sentences the translation
 REPLAY_EXAMPLES = ["attention is all you need", "hello world", "the quick brown fox", "abc 123"]
 LAB_KINDS = {"constant": "constant ratio", "linear": "linear decay", "exponential": "exponential decay",
              "inverse_sigmoid": "inverse-sigmoid decay"}
+LAB_SIZES = [256, 500, 1000, 2000, 3000, 4000]
+# The live lab's form: widget key -> (default, valid value?)
+LAB_SETTINGS = {
+    "tf.lab.arch": ("bahdanau", lambda v: v in ("bahdanau", "gru")),
+    "tf.lab.kind": ("constant", lambda v: v in LAB_KINDS),
+    "tf.lab.ratio": (1.0, lambda v: isinstance(v, float) and 0.0 <= v <= 1.0),
+    "tf.lab.epochs": (3, lambda v: isinstance(v, int) and 1 <= v <= 5),
+    "tf.lab.size": (2000, lambda v: v in LAB_SIZES),
+    "tf.lab.max_len": (6, lambda v: isinstance(v, int) and 3 <= v <= 8),
+    "tf.lab.seed": (1, lambda v: isinstance(v, int) and 0 <= v <= 10_000),
+}
 
 
 def sweeps_dir() -> Path:
@@ -731,22 +742,29 @@ def _render_one_translation(name: str, entry: dict, sentence: dict, side: str, f
                  height=min(600, 35 * (len(df) + 1) + 3))
 
 
+def _keep_lab_settings() -> None:
+    for key in LAB_SETTINGS:
+        save_state(key)
+
+
 def render_lab(font_size: int) -> None:
     st.caption("Train a small reversal model here, with the policy you choose. Nothing is written to disk; "
                "the model is gone when you leave. Short sequences and a tiny model keep it under a minute.")
+    for key, (default, valid) in LAB_SETTINGS.items():    # kept across page switches, like every other widget
+        init_state(key, default, valid=valid)
     with st.form("tf.lab.form"):
         c = st.columns(3)
         arch = c[0].selectbox("Architecture", ["bahdanau", "gru"], format_func=lambda a: ARCH_LABELS[a],
                               key="tf.lab.arch")
         kind = c[1].selectbox("Teacher forcing", list(LAB_KINDS), format_func=LAB_KINDS.get, key="tf.lab.kind")
-        ratio = c[2].slider("Constant ratio (for 'constant ratio')", 0.0, 1.0, 1.0, 0.05, key="tf.lab.ratio")
+        ratio = c[2].slider("Constant ratio (for 'constant ratio')", 0.0, 1.0, step=0.05, key="tf.lab.ratio")
         c = st.columns(4)
-        epochs = c[0].slider("Epochs", 1, 5, 3, key="tf.lab.epochs")
-        train_size = c[1].select_slider("Sequences per epoch", [256, 500, 1000, 2000, 3000, 4000], 2000,
-                                        key="tf.lab.size")
-        max_len = c[2].slider("Longest sequence", 3, 8, 6, key="tf.lab.max_len")
-        seed = c[3].number_input("Seed", 0, 10_000, 1, key="tf.lab.seed")
-        submitted = st.form_submit_button("Train", key="tf.lab.train", type="primary")
+        epochs = c[0].slider("Epochs", 1, 5, key="tf.lab.epochs")
+        train_size = c[1].select_slider("Sequences per epoch", LAB_SIZES, key="tf.lab.size")
+        max_len = c[2].slider("Longest sequence", 3, 8, key="tf.lab.max_len")
+        seed = c[3].number_input("Seed", 0, 10_000, key="tf.lab.seed")
+        # A form's widgets take no callbacks; the button's runs before the page, like theirs would.
+        submitted = st.form_submit_button("Train", key="tf.lab.train", type="primary", on_click=_keep_lab_settings)
     if submitted:
         model_cfg, cfg = lab_configs(arch, kind, ratio, epochs, train_size, max_len, int(seed))
         st.caption(f"Training {ARCH_LABELS[arch]} with {describe(cfg.teacher_forcing)} "

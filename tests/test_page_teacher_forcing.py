@@ -235,6 +235,14 @@ def test_live_lab_trains_and_reports(no_sweeps):
     assert ratio[0] == pytest.approx(teacher_forcing_ratio(tf, 0)) and ratio[-1] < ratio[0]
     assert "validation exact match (free-running)" in set(points["series"])
     assert list(no_sweeps.iterdir()) == []                               # the lab wrote nothing
+    # away to another page and back: the form shows the settings trained with, and the result stays
+    at.switch_page("pages/home.py").run()
+    at.switch_page(PAGE).run()
+    assert not at.exception
+    assert (at.selectbox(key="tf.lab.arch").value, at.selectbox(key="tf.lab.kind").value) == ("gru", "inverse_sigmoid")
+    assert (at.slider(key="tf.lab.epochs").value, at.select_slider(key="tf.lab.size").value,
+            at.slider(key="tf.lab.max_len").value) == (1, 256, 3)
+    assert metric == {m.label: m.value for m in at.metric}
 
 
 # ------------------------------------------------------------------ format 2 files, both sweeps, the shipped file
