@@ -47,6 +47,10 @@ def font_sizes(font_size: int) -> dict:
     return {"label": int(font_size), "title": int(font_size) + 2}
 
 
+TOOLBAR_BAND = 28       # px: the height of Plotly's toolbar (26 px measured in Chromium) and a gap
+TITLE_PAD = 8           # px above a figure's title, below the toolbar
+
+
 def apply_fonts(figure, font_size: int, top: int = 60):
     """Font sizes set explicitly everywhere (the app's theme would otherwise shrink ticks).
 
@@ -60,10 +64,14 @@ def apply_fonts(figure, font_size: int, top: int = 60):
             labelFontSize=label, titleFontSize=label).configure_title(fontSize=title).configure_header(
             labelFontSize=label, titleFontSize=label)
     label = sizes["label"]
+    # The toolbar (camera, zoom, reset) sits in the top right corner of the figure, as wide as a
+    # narrow column: the title and the top tick labels start below it, the plot keeps its height.
+    if figure.layout.height is not None:
+        figure.update_layout(height=figure.layout.height + TOOLBAR_BAND)
     figure.update_layout(font=dict(size=label), hoverlabel=dict(font_size=label),
                          title=dict(font=dict(size=sizes["title"]), x=0, xanchor="left", y=1, yref="container",
-                                    yanchor="top", pad=dict(t=8, l=4)),
-                         margin=dict(l=10, r=10, t=top, b=10))
+                                    yanchor="top", pad=dict(t=TITLE_PAD + TOOLBAR_BAND, l=4)),
+                         margin=dict(l=10, r=10, t=top + TOOLBAR_BAND, b=10))
     figure.update_xaxes(tickfont=dict(size=label), title_font=dict(size=label))
     figure.update_yaxes(tickfont=dict(size=label), title_font=dict(size=label))
     return figure
@@ -274,7 +282,7 @@ def snapshot_animation(source_tokens: list[str], snapshots: list[dict], source_u
         **play_controls([f"{int(s.get('index', i)):02d}" for i, s in enumerate(snapshots)], "snapshot ", 1200,
                         below, plot_h, buttons_h))
     fig = apply_fonts(fig, font_size, top=top)
-    fig.update_layout(margin=dict(b=bottom), title_pad_t=8 + font_sizes(f)["title"])
+    fig.update_layout(margin=dict(b=bottom), title_pad_t=TITLE_PAD + TOOLBAR_BAND + font_sizes(f)["title"])
     return fig
 
 
@@ -344,7 +352,7 @@ def step_figure(source_tokens: list[str], steps: list[dict], step_matrix, kind: 
     fig = apply_fonts(fig, font_size, top=top)
     fig.update_annotations(font_size=font_sizes(f)["label"])          # the subplot titles
     # a two-line title anchored at the top is drawn a line too high by Plotly: one line lower
-    fig.update_layout(margin=dict(b=bottom), title_pad_t=8 + font_sizes(f)["title"])
+    fig.update_layout(margin=dict(b=bottom), title_pad_t=TITLE_PAD + TOOLBAR_BAND + font_sizes(f)["title"])
     return fig
 
 

@@ -90,9 +90,10 @@ _STEP_PARTS = """root => {
   return {figure: [[whole.left, whole.top, whole.right, whole.bottom]], title: boxes('.g-gtitle text'), subplot_titles: boxes('.annotation-text'),
           plots: boxes('.nsewdrag'), ticks: boxes('.xtick text, .x2tick text, .ytick text'),
           axis_titles: boxes('.g-xtitle text, .g-x2title text, .g-ytitle text'),
-          buttons: boxes('.updatemenu-button'), slider: boxes('.slider-group')};
+          buttons: boxes('.updatemenu-button'), slider: boxes('.slider-group'), toolbar: boxes('.modebar')};
 }"""
-_APART = [("title", "subplot_titles"), ("title", "plots"), ("title", "ticks"),
+_APART = [("toolbar", "title"), ("toolbar", "ticks"), ("toolbar", "subplot_titles"), ("toolbar", "plots"),
+          ("title", "subplot_titles"), ("title", "plots"), ("title", "ticks"),
           ("buttons", "plots"), ("buttons", "ticks"), ("buttons", "axis_titles"), ("buttons", "slider"),
           ("slider", "plots"), ("slider", "ticks"), ("slider", "axis_titles"), ("subplot_titles", "plots")]
 
@@ -122,7 +123,7 @@ def test_step_view_title_and_controls_do_not_overlap_the_chart(server, browser, 
         pg.screenshot(path=str(SHOTS / f"steps-1440-{name}.png"))
         figure.screenshot(path=str(SHOTS / f"steps-1440-{name}-figure.png"))
         parts = figure.evaluate(_STEP_PARTS)
-        assert all(parts[k] for k in ("title", "plots", "buttons", "slider", "ticks")), parts
+        assert all(parts[k] for k in ("title", "plots", "buttons", "slider", "ticks", "toolbar")), parts
         (_, top, _, bottom), = parts["figure"]
         outside = [k for k in ("title", "buttons", "slider", "ticks", "axis_titles")
                    for b in parts[k] if b[1] < top - 1 or b[3] > bottom + 1]
@@ -156,5 +157,30 @@ def test_exposure_replay_charts_keep_their_plot_height(server, browser):
         assert len(heights) >= 2, heights                          # both models' charts are drawn
         assert all(h >= 420 for h in heights), heights             # 300 px of plot plus title, axes, legend
         assert_no_exception(pg, "teacher forcing replay")
+    finally:
+        pg.close()
+
+
+@pytest.mark.parametrize("width", [1440, 1000])
+def test_compare_heatmap_titles_and_labels_clear_the_toolbar(server, browser, width):
+    """The Compare page draws one heatmap per model in columns as narrow as Plotly's toolbar:
+    its title and source tokens start below the toolbar, at any width."""
+    pg = browser.new_page(viewport={"width": width, "height": 2400})
+    try:
+        pg.goto(f"{server}/compare?task=translate&text=Ein+Mann+f%C3%A4hrt+mit+dem+Fahrrad.",
+                wait_until="domcontentloaded")
+        figures = pg.locator(".js-plotly-plot")
+        figures.nth(1).wait_for(timeout=180_000)
+        wait_idle(pg, timeout=180_000)
+        pg.wait_for_timeout(1000)
+        drawn = [parts for parts in (figures.nth(i).evaluate(_STEP_PARTS) for i in range(figures.count()))
+                 if parts["plots"]]                                  # (an empty placeholder is no figure)
+        assert len(drawn) >= 2
+        for i, parts in enumerate(drawn):
+            assert parts["toolbar"] and parts["title"] and parts["ticks"], parts
+            clashes = [(a, b) for a, b in _APART if a == "toolbar" for x in parts[a] for y in parts[b]
+                       if _overlaps(x, y)]
+            assert not clashes, (i, sorted(set(clashes)))
+        assert_no_exception(pg, f"compare ({width} px)")
     finally:
         pg.close()

@@ -204,3 +204,18 @@ def test_statistic_histograms_stack_one_row_per_model_over_the_same_bins():
     assert all(r["encoding"]["x"]["bin"]["extent"] == [0.0, 100.0] for r in rows)     # b's bins are a's
     assert [r["encoding"]["x"].get("title") for r in rows] == [None, "sentence BLEU"]
     assert spec["resolve"]["scale"] == {"x": "shared", "y": "shared"}
+
+
+def test_titles_start_below_the_toolbar_and_plots_keep_their_height():
+    # Plotly's toolbar sits in the figure's top right corner, as wide as a Compare page column
+    # (tests/test_browser.py measures it): titles and top tick labels start below its band
+    src = "ein mann fährt mit dem fahrrad .".split()
+    steps = [{"token": "a", "prob": 0.9, "topk": [["a", 0.9]]}]
+    heatmap = json.loads(figures.alignment_heatmap(src, ["a"], np.full((1, len(src)), 1 / len(src)), title="m: attention",
+                                                   font_size=14).to_json())["layout"]
+    step = json.loads(figures.step_figure(src, steps, np.full((1, len(src)), 0.1), font_size=14).to_json())["layout"]
+    for layout in (heatmap, step):
+        assert layout["title"]["pad"]["t"] >= figures.TOOLBAR_BAND + figures.TITLE_PAD
+        assert layout["margin"]["t"] >= figures.TOOLBAR_BAND + 2 * 16          # the band, a title, tick labels
+    bare = figures.apply_fonts(figures.go.Figure(layout=dict(height=300, margin=dict(t=50))), 14, top=50)
+    assert bare.layout.height - bare.layout.margin.t == 300 - 50                # the plot area did not shrink
