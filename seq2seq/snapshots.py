@@ -185,11 +185,24 @@ def best_row(history: list[dict]) -> dict:
     return max(history, key=lambda h: (h.get(key) or 0, -h.get("val_loss", 0))) if key else {}
 
 
-def continued_position(parent_history: list[dict], own_history: list[dict]) -> tuple[int, float]:
-    """(step, epoch) of a continuation's kept weights in the whole training: the parent's
-    best epoch, then the continuation's own."""
-    before, own = best_row(parent_history), best_row(own_history)
-    return before.get("steps", 0) + own.get("steps", 0), before.get("epoch", 0) + own.get("epoch", 0)
+def weights_position(ckpt_dir) -> tuple[int, float]:
+    """(step, epoch) in the whole training behind a checkpoint at which its own weights
+    stand: its series' final point where it has one (a continuation's or a soup's series
+    already counts every run before it), else its best epoch."""
+    dirs = snapshot_dirs(ckpt_dir)
+    if dirs:
+        final = snapshot_info(dirs[-1])
+        if final.get("label", "").startswith("final"):
+            return final["step"], final["epoch"]
+    row = best_row(Card.load(ckpt_dir).history)
+    return row.get("steps", 0), row.get("epoch", 0)
+
+
+def continued_position(start: tuple[int, float], own_history: list[dict]) -> tuple[int, float]:
+    """(step, epoch) of a continuation's kept weights in the whole training: where its start
+    stood (weights_position), then the continuation's own best epoch."""
+    own = best_row(own_history)
+    return start[0] + own.get("steps", 0), start[1] + own.get("epoch", 0)
 
 
 def end_series(ckpt_dir, series_from, label: str, step: int, epoch: float) -> dict:
@@ -210,9 +223,10 @@ def continue_series(ckpt_dir, parent_dir) -> dict:
     start = ck_card.provenance.get("init_from") or {}
     if start.get("weights_sha256") != parent_card.weights_sha256:
         raise CheckpointError(f"{ckpt_dir} did not continue {parent_dir} (its card's init_from names other weights)")
-    step, epoch = continued_position(parent_card.history, ck_card.history)
-    started, own = best_row(parent_card.history).get("epoch"), best_row(ck_card.history).get("epoch")
-    return end_series(ckpt_dir, parent_dir, f"final (continued from epoch {started}: best epoch {own} of the "
+    start = weights_position(parent_dir)
+    step, epoch = continued_position(start, ck_card.history)
+    started, own = start[1], best_row(ck_card.history).get("epoch")
+    return end_series(ckpt_dir, parent_dir, f"final (continued from epoch {started:g}: best epoch {own} of the "
                       f"continuation)", step, epoch)
 
 

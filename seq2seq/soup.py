@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from .card import Card
 from .checkpoint import git_commit, load_checkpoint, save_checkpoint, vocab_file_bytes
 from .cli import ArgumentParser, run_main
 from .config import Decoding
@@ -96,14 +97,21 @@ def soup_card(cks, name: str, metrics: dict) -> dict:
 def end_series_with_soup(out, series_from, cks) -> dict:
     """OUT's snapshots: the series of `series_from` (the first run's training), its final
     point replaced by the soup, placed at the latest ingredient's best epoch (a continuation
-    counts its parent's steps and epochs before its own)."""
-    from .snapshots import continued_position, end_series
+    counts the steps and epochs of every run before its own)."""
+    from .snapshots import continued_position, end_series, weights_position
 
-    step, epoch = 0, 0.0
-    for ck in cks:
+    by_sha = {ck.card.weights_sha256: ck for ck in cks}
+    series_sha = Card.load(series_from).weights_sha256
+
+    def position(ck) -> tuple[int, float]:
+        if ck.card.weights_sha256 == series_sha:
+            return weights_position(series_from)
         start = (ck.card.provenance.get("init_from") or {}).get("weights_sha256")
-        parent = next((c for c in cks if c.card.weights_sha256 == start), None)
-        step, epoch = max((step, epoch), continued_position(parent.card.history if parent else [], ck.card.history))
+        before = (position(by_sha[start]) if start in by_sha
+                  else weights_position(series_from) if start == series_sha else (0, 0.0))
+        return continued_position(before, ck.card.history)
+
+    step, epoch = max(position(ck) for ck in cks)
     return end_series(out, series_from, f"final (the average of {len(cks)} runs from one start, the latest at "
                                         f"epoch {epoch:g})", step, epoch)
 

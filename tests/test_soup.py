@@ -179,3 +179,32 @@ def test_a_continuation_continues_its_parents_series(family):
     # only from the checkpoint it continued
     bad = run("-m", "seq2seq.snapshots", str(cont), "--continue-series", str(d / "other"), ok=False)
     assert "did not continue" in bad.stderr
+
+
+def test_a_continuation_of_a_continuation_counts_every_run_before_it(family):
+    """A second continuation (the shipped translate-luong's case) stands after the first run's
+    best epoch and the first continuation's: the series' final point of its parent, then its own."""
+    import shutil
+
+    from seq2seq.snapshots import list_snapshots
+
+    d, parent, *_ = family
+    first = d / "chain1"
+    shutil.copytree(d / "moved", first)
+    run("-m", "seq2seq.snapshots", str(first), "--continue-series", str(parent))
+    first_final = list_snapshots(first)[-1]
+    second = d / "chain2"
+    card = train(d, second, "--arch", "bahdanau", "--init-from", str(first), "--lr", "3e-3", "--epochs", "1",
+                 "--half", "--seed", "10")
+    own = max(card["history"], key=lambda h: (h["val_bleu"], -h["val_loss"]))
+    assert first_final["step"] > own["steps"] > 0
+    run("-m", "seq2seq.snapshots", str(second), "--continue-series", str(first))
+    final = list_snapshots(second)[-1]
+    assert (final["step"], final["epoch"]) == (first_final["step"] + own["steps"], first_final["epoch"] + own["epoch"])
+    assert final["label"].startswith(f"final (continued from epoch {first_final['epoch']:g}")
+    # the soup of both, its series from the first: placed where the second stands
+    out = d / "chain-soup"
+    run("-m", "seq2seq.soup", str(out), str(first), str(second), "--data-dir", str(d),
+        "--cache", str(d / "cache.json.gz"), "--decodings", "1", "--series-from", str(first))
+    soup_final = list_snapshots(out)[-1]
+    assert (soup_final["step"], soup_final["epoch"]) == (final["step"], final["epoch"])
