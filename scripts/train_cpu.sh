@@ -44,22 +44,39 @@ translate_attention() { local arch=$1; shift
 # average with the model (seq2seq.soup); the decoding of each chosen on val among $DECODINGS, and of the model,
 # the continuation and the soup the one with the best val BLEU shipped (a tie: the model stays), its snapshot
 # series the model's, ending with the shipped weights
+continuation() { local arch=$1 seed=$2; shift 2
+  train "translate-$arch-ft$seed" --task translate --data-dir "$DATA" --cache "$CACHE" --device cpu --half \
+    --dropout 0.3 --label-smoothing 0.1 --tie-embeddings --arch "$arch" --init-from "checkpoints/translate-$arch" \
+    --seed "$seed" --lr 5e-4 --lr-decay 0.5 --epochs 24 --patience 3 --eval-beam 1 "$@"; }
+val_best() { $PY -c 'import json, sys
+val = {p: json.load(open(p + "/card.json"))["metrics"]["val"]["bleu"] for p in sys.argv[1:]}
+print(max(val, key=val.get))' "$@"; }
 continue_and_average() { local arch=$1 seed=$2; shift 2; local name="translate-$arch" ft="translate-$arch-ft$seed"
-  train "$ft" --task translate --data-dir "$DATA" --cache "$CACHE" --device cpu --half --dropout 0.3 \
-    --label-smoothing 0.1 --tie-embeddings --arch "$arch" --init-from "checkpoints/$name" --name "$name" \
-    --seed "$seed" --lr 5e-4 --lr-decay 0.5 --epochs 24 --patience 3 --eval-beam 1 "$@"
+  continuation "$arch" "$seed" --name "$name" "$@"
   $PY -m seq2seq.evaluate "runs/out/$ft" --cache "$CACHE" --data-dir "$DATA" --choose-decoding "$DECODINGS" \
     --update-card || return 1
   $PY -m seq2seq.soup "runs/out/$name-soup" "checkpoints/$name" "runs/out/$ft" --name "$name" \
     --series-from "checkpoints/$name" --cache "$CACHE" --data-dir "$DATA" --decodings "$DECODINGS" || return 1
-  local best; best=$($PY -c 'import json, sys
-val = {p: json.load(open(p + "/card.json"))["metrics"]["val"]["bleu"] for p in sys.argv[1:]}
-print(max(val, key=val.get))' "checkpoints/$name" "runs/out/$ft" "runs/out/$name-soup")
+  local best; best=$(val_best "checkpoints/$name" "runs/out/$ft" "runs/out/$name-soup")
   if [ "$best" = "runs/out/$ft" ]; then
     $PY -m seq2seq.snapshots "runs/out/$ft" --continue-series "checkpoints/$name" || return 1
   fi
   if [ "$best" != "checkpoints/$name" ]; then
     finish "$name" "$best"
+    $PY -m seq2seq.corpus "checkpoints/$name" --cache "$CACHE" --data-dir "$DATA" --split test2016
+  fi; }
+# stage 4: more continuations of the shipped model, each with its own seed as in stage 3 (at most 8 epochs), and
+# the uniform soup of the model and all of them, its decoding chosen on val; it ships when its val BLEU beats the
+# model's, its snapshot series the model's, ending with the soup
+continue_more_and_average() { local arch=$1 seeds=$2; shift 2; local name="translate-$arch" runs=() seed
+  for seed in $seeds; do
+    continuation "$arch" "$seed" --epochs 8 "$@" || return 1
+    runs+=("runs/out/$name-ft$seed")
+  done
+  $PY -m seq2seq.soup "runs/out/$name-soup-all" "checkpoints/$name" "${runs[@]}" --name "$name" \
+    --series-from "checkpoints/$name" --cache "$CACHE" --data-dir "$DATA" --decodings "$DECODINGS" || return 1
+  if [ "$(val_best "checkpoints/$name" "runs/out/$name-soup-all")" != "checkpoints/$name" ]; then
+    finish "$name" "runs/out/$name-soup-all"
     $PY -m seq2seq.corpus "checkpoints/$name" --cache "$CACHE" --data-dir "$DATA" --split test2016
   fi; }
 translate_plain() { local arch=$1; shift

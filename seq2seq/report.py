@@ -20,7 +20,7 @@ from .card import Card
 from .checkpoint import list_checkpoints, read_card
 from .config import Decoding
 from .errors import CheckpointError, Seq2SeqError
-from .init_from import lineage
+from .init_from import chain, lineage
 from .subword import source_units
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -51,12 +51,15 @@ def _fmt_size(n) -> str:
 
 
 def training_runs(card: Card) -> list[dict]:
-    """The training runs behind a checkpoint's weights, first to last: one for a plain run;
-    the parent's and its own for a continuation (`train --init-from`); each ingredient's
-    for a soup (`seq2seq.soup`, whose ingredients record what they continued from)."""
+    """The training runs behind a checkpoint's weights, first to last, each once: one for a
+    plain run; the parent's (and the runs it continued) and its own for a continuation
+    (`train --init-from`); for a soup (`seq2seq.soup`), the runs its first ingredient
+    continued (its card's provenance is that ingredient's), then each ingredient's."""
     soup = card.extra.get("soup")
-    runs = soup["ingredients"] if soup else lineage(card)[::-1]
-    return [dict(run, continued=bool(run.get("init_from"))) for run in runs]
+    runs = ([*chain(card.provenance.get("init_from"))[::-1], *soup["ingredients"]] if soup
+            else lineage(card)[::-1])
+    once = {run["weights_sha256"]: run for run in runs}
+    return [dict(run, continued=bool(run.get("init_from"))) for run in once.values()]
 
 
 def _where(p: dict) -> str:

@@ -208,3 +208,13 @@ def test_a_continuation_of_a_continuation_counts_every_run_before_it(family):
         "--cache", str(d / "cache.json.gz"), "--decodings", "1", "--series-from", str(first))
     soup_final = list_snapshots(out)[-1]
     assert (soup_final["step"], soup_final["epoch"]) == (final["step"], final["epoch"])
+    # its training, as the README and the Home page count it: the first run, then both continuations, each once
+    from seq2seq.checkpoint import read_card
+    from seq2seq.report import training_runs
+
+    cards = [read_card(p) for p in (parent, first, second)]
+    runs = training_runs(read_card(out))
+    assert [r["weights_sha256"] for r in runs] == [c.weights_sha256 for c in cards]
+    assert [r["continued"] for r in runs] == [False, True, True]
+    assert read_card(out).provenance["wall_seconds_total"] == pytest.approx(
+        sum(c.provenance["wall_seconds"] for c in cards), abs=0.1)
