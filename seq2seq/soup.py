@@ -77,7 +77,7 @@ def ingredient_entry(card) -> dict:
 def soup_card(cks, name: str, metrics: dict) -> dict:
     base = cks[0].card
     # each training run once, though several ingredients' records name it (their common start)
-    runs = {run["weights_sha256"]: run.get("wall_seconds", 0.0) for ck in cks for run in lineage(ck.card)}
+    runs = {run["weights_sha256"]: run for ck in cks for run in lineage(ck.card)}
     card = base.to_dict()
     for k in ("format_version", "arch", "config", "params", "weights_dtype", "files", "weights_sha256"):
         card.pop(k, None)          # save_checkpoint fills these in for the new weights
@@ -88,9 +88,9 @@ def soup_card(cks, name: str, metrics: dict) -> dict:
         soup={"method": "uniform average of the weights", "made_at": dt.datetime.now(dt.timezone.utc)
               .isoformat(timespec="seconds"), "git_commit": git_commit(),
               "ingredients": [ingredient_entry(ck.card) for ck in cks]},
-        provenance={**base.provenance, "wall_seconds_total": round(sum(runs.values()), 1),
-                    "epochs_run_total": sum(ck.card.provenance.get("epochs_run", len(ck.card.history))
-                                            for ck in cks)})
+        provenance={**base.provenance,
+                    "wall_seconds_total": round(sum(run.get("wall_seconds", 0.0) for run in runs.values()), 1),
+                    "epochs_run_total": sum(run.get("epochs_run", 0) for run in runs.values())})
     return card
 
 

@@ -218,3 +218,4 @@ def test_a_continuation_of_a_continuation_counts_every_run_before_it(family):
     assert [r["continued"] for r in runs] == [False, True, True]
     assert read_card(out).provenance["wall_seconds_total"] == pytest.approx(
         sum(c.provenance["wall_seconds"] for c in cards), abs=0.1)
+    assert read_card(out).provenance["epochs_run_total"] == sum(c.provenance["epochs_run"] for c in cards)
