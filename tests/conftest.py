@@ -28,7 +28,7 @@ if _WORKERS > 1:
 # worker per core, each taking the next whole module in this order (--dist loadfile
 # --no-loadscope-reorder): starting with the long ones lets the workers finish together
 # instead of one working through a long module while the others idle.
-SLOW_MODULES_FIRST = ("test_train", "test_pages_bad_input", "test_properties", "test_browser", "test_faults",
+SLOW_MODULES_FIRST = ("test_train", "test_pages_bad_input", "test_soup", "test_properties", "test_browser", "test_faults",
                       "test_bench", "test_snapshots", "test_page_training", "test_parity", "test_translate_task",
                       "test_page_inspect", "test_cli", "test_cli_errors", "test_beam_knobs", "test_ddp", "test_sweep",
                       "test_page_attribution", "test_page_step", "test_attribution", "test_page_beam")
