@@ -103,15 +103,17 @@ def end_series_with_soup(out, series_from, cks) -> dict:
     by_sha = {ck.card.weights_sha256: ck for ck in cks}
     series_sha = Card.load(series_from).weights_sha256
 
-    def position(ck) -> tuple[int, float]:
-        if ck.card.weights_sha256 == series_sha:
+    def position(sha: str | None) -> tuple[int, float]:
+        """Where the weights with this sha256 stand: the series' own end, or after their start."""
+        if sha == series_sha:
             return weights_position(series_from)
-        start = (ck.card.provenance.get("init_from") or {}).get("weights_sha256")
-        before = (position(by_sha[start]) if start in by_sha
-                  else weights_position(series_from) if start == series_sha else (0, 0.0))
-        return continued_position(before, ck.card.history)
+        if sha not in by_sha:
+            return 0, 0.0
+        card = by_sha[sha].card
+        return continued_position(position((card.provenance.get("init_from") or {}).get("weights_sha256")),
+                                  card.history)
 
-    step, epoch = max(position(ck) for ck in cks)
+    step, epoch = max(position(sha) for sha in by_sha)
     return end_series(out, series_from, f"final (the average of {len(cks)} runs from one start, the latest at "
                                         f"epoch {epoch:g})", step, epoch)
 

@@ -161,10 +161,11 @@ def test_exposure_replay_charts_keep_their_plot_height(server, browser):
         pg.close()
 
 
-def test_compare_heatmap_titles_and_labels_clear_the_toolbar(server, browser, width=1000):
+def test_compare_heatmap_titles_and_labels_clear_the_toolbar(server, browser):
     """The Compare page draws one heatmap per model in columns as narrow as Plotly's toolbar
     (at 1000 px, with the sidebar open, a column is as wide as the toolbar itself): its title
     and source tokens start below the toolbar."""
+    width = 1000
     pg = browser.new_page(viewport={"width": width, "height": 2400})
     try:
         pg.goto(f"{server}/compare?task=translate&text=Ein+Mann+f%C3%A4hrt+mit+dem+Fahrrad.",
